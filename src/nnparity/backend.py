@@ -1,0 +1,88 @@
+"""The ``Backend`` protocol every implementation speaks, and how one is found by name."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from nnparity.errors import NnparityError
+from nnparity.records import LayerParams, StepResult
+from nnparity.spec import NetworkSpec
+
+BUILTIN_BACKENDS = {
+    "numpy": "nnparity.numpy_backend:NumpyBackend",
+    "torch": "nnparity.torch_backend:TorchBackend",
+}
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A network and its optimizer, trained one batch at a time.
+
+    Constructed as ``Backend(spec, params)`` from a :class:`NetworkSpec` and one
+    :class:`LayerParams` per weight layer. Everything goes in and comes out as
+    NumPy arrays in the notebook's layout (weights ``(fan_in, fan_out)``), and
+    arrays a backend returns must not change afterwards.
+    """
+
+    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None: ...
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        """One SGD step on the batch ``(x, y)``."""
+        ...
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The network's output for ``x``, without training."""
+        ...
+
+    def set_params(self, params: Sequence[LayerParams]) -> None:
+        """Replace the parameters; optimizer state (momentum buffers) is kept."""
+        ...
+
+
+def load_backend(name_or_path: str | type) -> type[Backend]:
+    """A backend class from ``"numpy"``, ``"torch"``, ``"package.module:Class"`` or a class."""
+    if isinstance(name_or_path, type):
+        return _check_class(name_or_path, name_or_path.__qualname__)
+    if not isinstance(name_or_path, str):
+        raise NnparityError(f"A backend is a name, a 'module:Class' string or a class; got {name_or_path!r}.")
+    target = BUILTIN_BACKENDS.get(name_or_path, name_or_path)
+    module_name, sep, class_name = target.partition(":")
+    if not sep or not module_name or not class_name:
+        raise NnparityError(
+            f"Unknown backend {name_or_path!r}: use {' or '.join(map(repr, BUILTIN_BACKENDS))}, "
+            "or 'package.module:Class' for your own."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any failure while importing a user's module is theirs to fix
+        raise NnparityError(
+            f"Cannot import backend module {module_name!r} ({type(exc).__name__}: {exc}); "
+            "check that it is installed or on the Python path."
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise NnparityError(f"Module {module_name!r} has no class {class_name!r}.")
+    return _check_class(cls, target)
+
+
+def _check_class(cls: object, label: str) -> type[Backend]:
+    if not isinstance(cls, type):
+        raise NnparityError(f"Backend {label!r} is not a class; got {cls!r}.")
+    missing = [name for name in ("step", "predict", "set_params") if not callable(getattr(cls, name, None))]
+    if missing:
+        raise NnparityError(
+            f"Backend {label!r} is not a Backend: it has no {', '.join(missing)} method "
+            "(see nnparity.Backend)."
+        )
+    return cls  # type: ignore[return-value]
+
+
+def backend_label(name_or_path: str | type) -> str:
+    """A short name for reports: the string as given, or ``module:Class`` for a class."""
+    if isinstance(name_or_path, str):
+        return name_or_path
+    return f"{name_or_path.__module__}:{name_or_path.__qualname__}"

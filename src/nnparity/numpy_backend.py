@@ -1,0 +1,99 @@
+"""The reference notebook's backpropagation, generalised: any depth, activation and loss.
+
+Names follow the notebook's derivation. For layer ``l`` with input ``a_prev``::
+
+    z = a_prev @ W + b            (the notebook's ``yhat = linear(inputs, v, bias)``)
+    a = act(z)                    (``g = sigmoid(yhat)``)
+
+and, going back from the loss ``E``::
+
+    dE_dz = dE_da * da_dz         (``dE_dyhat = dE_dg * dg_dyhat``)
+    dE_dW = a_prev.T @ dE_dz      (``dE_dv = numpy.dot(dyhat_dv.T, dE_dyhat)``)
+    dE_db = sum over rows of dE_dz
+    dE_da_prev = dE_dz @ W.T      (``dE_dg = numpy.dot(dE_dy, dy_dg.T)``)
+
+Every activation's derivative sits beside it in :mod:`nnparity.activations`, every
+loss gradient in :mod:`nnparity.losses`, and the update in :mod:`nnparity.optim`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from nnparity.activations import ACTIVATIONS
+from nnparity.initialization import check_params
+from nnparity.losses import LOSSES
+from nnparity.optim import sgd_init, sgd_update
+from nnparity.records import LayerParams, StepResult
+from nnparity.spec import NetworkSpec
+
+
+class NumpyBackend:
+    """Manual backpropagation in NumPy (built-in backend ``"numpy"``)."""
+
+    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
+        self.spec = spec
+        self._acts = [ACTIVATIONS[name] for name in spec.activations]
+        self._loss = LOSSES[spec.loss]
+        self._state = sgd_init(2 * spec.n_layers if spec.bias else spec.n_layers)
+        self.set_params(params)
+
+    def set_params(self, params: Sequence[LayerParams]) -> None:
+        """Replace the parameters (copied); the optimizer's momentum buffers are kept."""
+        checked = check_params(self.spec, params)
+        self._weights = [p.weight for p in checked]
+        self._biases = [p.bias for p in checked]
+
+    def _forward(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Pre-activations ``z`` and activations ``a`` of every layer (``a[0]`` is the input)."""
+        zs: list[np.ndarray] = []
+        outs = [x]
+        for W, b, act in zip(self._weights, self._biases, self._acts):
+            z = outs[-1] @ W if b is None else outs[-1] @ W + b
+            zs.append(z)
+            outs.append(act.forward(z))
+        return zs, outs
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(np.asarray(x, dtype=self.spec.np_dtype))[1][-1]
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        spec = self.spec
+        x = np.asarray(x, dtype=spec.np_dtype)
+        y = np.asarray(y, dtype=spec.np_dtype)
+        zs, outs = self._forward(x)
+        f = outs[-1]
+        E = self._loss.value(f, y, spec.reduction)
+
+        # Back from the loss, last layer first.
+        dE_da = self._loss.gradient(f, y, spec.reduction)  # the notebook's dE_df
+        dE_dW: list[np.ndarray] = [np.empty(0)] * spec.n_layers
+        dE_db: list[np.ndarray | None] = [None] * spec.n_layers
+        for l in reversed(range(spec.n_layers)):  # noqa: E741 (l is the layer, as in the math)
+            da_dz = self._acts[l].derivative(zs[l], outs[l + 1])
+            dE_dz = dE_da * da_dz
+            dz_dW = outs[l]
+            dE_dW[l] = dz_dW.T @ dE_dz
+            if self._biases[l] is not None:
+                dE_db[l] = dE_dz.sum(axis=0)
+            if l > 0:
+                dz_da = self._weights[l]
+                dE_da = dE_dz @ dz_da.T
+
+        # Update: SGD over the tensors in torch's order (each layer's weight, then its bias).
+        tensors = [t for W, b in zip(self._weights, self._biases) for t in (W, b) if t is not None]
+        grads = [g for gW, gb in zip(dE_dW, dE_db) for g in (gW, gb) if g is not None]
+        new, self._state = sgd_update(spec.optimizer, tensors, grads, self._state)
+        it = iter(new)
+        for l, b in enumerate(self._biases):  # noqa: E741
+            self._weights[l] = next(it)
+            if b is not None:
+                self._biases[l] = next(it)
+        return StepResult(
+            loss=E,
+            grads=[LayerParams(gW, gb) for gW, gb in zip(dE_dW, dE_db)],
+            params=[LayerParams(W, b) for W, b in zip(self._weights, self._biases)],
+            activations=outs[1:],
+        )

@@ -1,0 +1,113 @@
+"""The reference side: ``torch.nn.Sequential`` trained by ``torch.optim.SGD``.
+
+The model is the notebook's: ``nn.Linear`` layers, each followed by its
+activation module, a ``torch.nn`` loss module, and ``torch.optim.SGD``. Arrays
+cross the interface in the notebook's ``(fan_in, fan_out)`` layout, so a weight
+is transposed on the way in and out (``nn.Linear`` stores ``(fan_out, fan_in)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from nnparity.initialization import check_params
+from nnparity.records import LayerParams, StepResult
+from nnparity.spec import NetworkSpec
+
+ACTIVATION_MODULES = {
+    "identity": torch.nn.Identity,
+    "sigmoid": torch.nn.Sigmoid,
+    "tanh": torch.nn.Tanh,
+    "relu": torch.nn.ReLU,
+    "leaky_relu": torch.nn.LeakyReLU,
+    "softplus": torch.nn.Softplus,
+    "elu": torch.nn.ELU,
+}
+LOSS_MODULES = {
+    "mse": torch.nn.MSELoss,
+    "l1": torch.nn.L1Loss,
+    "bce": torch.nn.BCELoss,
+    "bce_with_logits": torch.nn.BCEWithLogitsLoss,
+    "cross_entropy": torch.nn.CrossEntropyLoss,
+}
+
+
+def build_model(spec: NetworkSpec) -> torch.nn.Sequential:
+    """``Linear, activation, Linear, activation, ...`` in the spec's dtype."""
+    dtype = getattr(torch, spec.dtype)
+    modules: list[torch.nn.Module] = []
+    for fan_in, fan_out, act in zip(spec.sizes[:-1], spec.sizes[1:], spec.activations):
+        modules.append(torch.nn.Linear(fan_in, fan_out, bias=spec.bias, dtype=dtype))
+        modules.append(ACTIVATION_MODULES[act]())
+    return torch.nn.Sequential(*modules)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy().copy()
+
+
+class TorchBackend:
+    """``torch.nn.Sequential`` + ``torch.optim.SGD`` (built-in backend ``"torch"``)."""
+
+    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
+        self.spec = spec
+        self.model = build_model(spec)
+        self.linears: list[torch.nn.Linear] = [m for m in self.model if isinstance(m, torch.nn.Linear)]
+        self.loss = LOSS_MODULES[spec.loss](reduction=spec.reduction)
+        opt = spec.optimizer
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=opt.lr,
+            momentum=opt.momentum,
+            dampening=opt.dampening,
+            weight_decay=opt.weight_decay,
+            nesterov=opt.nesterov,
+        )
+        self.model.train()
+        self.set_params(params)
+
+    def set_params(self, params: Sequence[LayerParams]) -> None:
+        """Copy ``params`` into the model in place; the optimizer's momentum buffers are kept."""
+        checked = check_params(self.spec, params)
+        with torch.no_grad():
+            for layer, p in zip(self.linears, checked):
+                layer.weight.copy_(torch.from_numpy(p.weight.T))
+                if p.bias is not None:
+                    layer.bias.copy_(torch.from_numpy(p.bias))
+
+    def _params(self, grads: bool) -> list[LayerParams]:
+        out = []
+        for layer in self.linears:
+            w = layer.weight.grad if grads else layer.weight
+            b = None if layer.bias is None else (layer.bias.grad if grads else layer.bias)
+            out.append(LayerParams(_numpy(w).T, None if b is None else _numpy(b)))
+        return out
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return _numpy(self.model(torch.from_numpy(np.asarray(x, dtype=self.spec.dtype))))
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        inputs = torch.from_numpy(np.asarray(x, dtype=self.spec.dtype))
+        targets = torch.from_numpy(np.asarray(y, dtype=self.spec.dtype))
+        # What Sequential.forward does, keeping each activation module's output.
+        activations = []
+        out = inputs
+        for module in self.model:
+            out = module(out)
+            if not isinstance(module, torch.nn.Linear):
+                activations.append(out)
+        error = self.loss(out, targets)
+        self.optimizer.zero_grad()
+        error.backward()
+        grads = self._params(grads=True)
+        self.optimizer.step()
+        return StepResult(
+            loss=error.item(),
+            grads=grads,
+            params=self._params(grads=False),
+            activations=[_numpy(a) for a in activations],
+        )

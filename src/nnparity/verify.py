@@ -1,0 +1,165 @@
+"""The lockstep driver: two backends, the same weights and batches, compared every step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from nnparity.backend import Backend, backend_label, load_backend
+from nnparity.compare import STAGES, compare_steps, tolerance_for
+from nnparity.errors import NnparityError
+from nnparity.initialization import check_params, init_params
+from nnparity.records import LayerParams, copy_params
+from nnparity.report import Divergence, Report
+from nnparity.spec import NetworkSpec
+
+MODES = ("free", "resync")
+TRACE_COLUMNS = [
+    "candidate_loss",
+    "reference_loss",
+    *(f"{stage}_{kind}" for stage in STAGES for kind in ("abs_err", "rel_err")),
+]
+
+
+def verify(
+    spec: NetworkSpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    steps: int,
+    params: Sequence[LayerParams] | None = None,
+    candidate: str | type = "numpy",
+    reference: str | type = "torch",
+    mode: str = "free",
+    rtol: float | None = None,
+    atol: float | None = None,
+    keep_going: bool = False,
+    progress: bool = False,
+) -> Report:
+    """Train ``candidate`` and ``reference`` in lockstep on ``(x, y)`` and compare every step.
+
+    Both start from ``params`` (default: ``init_params(spec)``, the notebook's
+    ``numpy-rand`` weights with seed 1). ``mode="free"`` lets each side train on
+    its own weights; ``mode="resync"`` gives the candidate the reference's
+    parameters after every step, so each step tests one step's math from
+    identical weights. ``rtol`` and ``atol`` override the dtype's default
+    tolerance together. The run stops at the first divergence unless
+    ``keep_going``, which runs every step and counts the divergent ones.
+    """
+    if not isinstance(spec, NetworkSpec):
+        raise NnparityError(f"spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
+    x, y = check_batch(spec, x, y)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise NnparityError(f"steps must be a whole number >= 0; got {steps!r}.")
+    if mode not in MODES:
+        raise NnparityError(f"Unknown mode {mode!r}; choose from {', '.join(MODES)}.")
+    tol = tolerance_for(spec.dtype, rtol, atol)
+    start = check_params(spec, init_params(spec) if params is None else params)
+    cand = _construct(candidate, spec, start, "candidate")
+    ref = _construct(reference, spec, start, "reference")
+
+    trace = np.full((steps, len(TRACE_COLUMNS)), np.nan)
+    seconds = {"candidate": 0.0, "reference": 0.0}
+    first: Divergence | None = None
+    divergent = 0
+    final = {"candidate": start, "reference": start}
+    steps_run = 0
+    bar = _progress_bar(steps) if progress else None
+    for t in range(steps):
+        t0 = time.perf_counter()
+        rc = cand.step(x, y)
+        t1 = time.perf_counter()
+        rr = ref.step(x, y)
+        t2 = time.perf_counter()
+        seconds["candidate"] += t1 - t0
+        seconds["reference"] += t2 - t1
+        found = compare_steps(rc, rr, spec, tol, t)
+        row = trace[t]
+        row[0] = _as_float(getattr(rc, "loss", None))
+        row[1] = _as_float(rr.loss)
+        row[2::2] = found.abs_err
+        row[3::2] = found.rel_err
+        steps_run = t + 1
+        final = {"candidate": getattr(rc, "params", None), "reference": rr.params}
+        if bar is not None:
+            bar.update(1)
+        if found.divergence is not None:
+            divergent += 1
+            first = first or found.divergence
+            if not keep_going:
+                break
+        if mode == "resync":
+            cand.set_params(rr.params)
+    if bar is not None:
+        bar.close()
+
+    frame = pd.DataFrame(trace[:steps_run], columns=TRACE_COLUMNS)
+    frame.index.name = "step"
+    return Report(
+        ok=first is None,
+        steps_run=steps_run,
+        first_divergence=first,
+        trace=frame,
+        steps=int(steps),
+        divergent_steps=divergent,
+        mode=mode,
+        candidate=backend_label(candidate),
+        reference=backend_label(reference),
+        rtol=tol.rtol,
+        atol=tol.atol,
+        spec=spec.to_dict(),
+        seconds=seconds,
+        final_params=final,
+    )
+
+
+def check_batch(spec: NetworkSpec, x: object, y: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` as 2-D finite arrays of the spec's dtype that fit its input and output widths."""
+    arrays = []
+    for name, value, width in (("x", x, spec.sizes[0]), ("y", y, spec.sizes[-1])):
+        try:
+            arr = np.array(value, dtype=spec.np_dtype, copy=True)
+        except (TypeError, ValueError) as exc:
+            raise NnparityError(f"{name} must be a numeric array: {exc}.") from exc
+        if arr.ndim == 1 and width == 1:
+            arr = arr.reshape(-1, 1)
+        if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] < 1:
+            raise NnparityError(
+                f"{name} must have shape (rows, {width}) for sizes {spec.sizes}; got {arr.shape}."
+            )
+        if not np.isfinite(arr).all():
+            raise NnparityError(f"{name} has non-finite values (inf or NaN); training data must be finite.")
+        arrays.append(arr)
+    x_arr, y_arr = arrays
+    if x_arr.shape[0] != y_arr.shape[0]:
+        raise NnparityError(f"x has {x_arr.shape[0]} rows but y has {y_arr.shape[0]}; give one target row per input row.")
+    return x_arr, y_arr
+
+
+def _construct(which: str | type, spec: NetworkSpec, params: list[LayerParams], role: str) -> Backend:
+    cls = load_backend(which)
+    try:
+        return cls(spec, copy_params(params))
+    except NnparityError:
+        raise
+    except Exception as exc:  # a user's backend failing to start is a usage problem
+        raise NnparityError(
+            f"The {role} backend {backend_label(which)!r} could not be constructed "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc
+
+
+def _as_float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _progress_bar(total: int):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="step", leave=False, mininterval=0.5)
