@@ -78,7 +78,7 @@ def _check_class(cls: object, label: str) -> type[Backend]:
             f"Backend {label!r} is not a Backend: it has no {', '.join(missing)} method "
             "(see nnparity.Backend)."
         )
-    return cls  # type: ignore[return-value]
+    return cls
 
 
 def backend_label(name_or_path: str | type) -> str:

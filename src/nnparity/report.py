@@ -66,8 +66,11 @@ class Divergence:
                 f"allowed atol {self.atol:g} + rtol {self.rtol:g} x |reference|)"
             )
         if self.verdict:
-            lines.append(f"Verdict: the {self.verdict} is wrong." if self.verdict != "undetermined"
-                         else "Verdict: undetermined.")
+            lines.append(
+                f"Verdict: the {self.verdict} is wrong."
+                if self.verdict != "undetermined"
+                else "Verdict: undetermined."
+            )
         if self.hint:
             lines.append(f"Hint: {self.hint}")
         return "\n".join(lines)
@@ -109,7 +112,9 @@ class Report:
         )
         if self.ok:
             return head + f"agree at every step of {self.steps_run}."
-        counted = f" ({self.divergent_steps} of {self.steps_run} steps diverge)" if self.divergent_steps > 1 else ""
+        counted = (
+            f" ({self.divergent_steps} of {self.steps_run} steps diverge)" if self.divergent_steps > 1 else ""
+        )
         return head + f"DIVERGE{counted}.\n{self.first_divergence}"
 
     def to_dict(self) -> dict[str, Any]:

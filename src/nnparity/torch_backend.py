@@ -45,7 +45,9 @@ def build_model(spec: NetworkSpec) -> torch.nn.Sequential:
     return torch.nn.Sequential(*modules)
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
+def _numpy(t: torch.Tensor | None) -> np.ndarray:
+    if t is None:  # a parameter that took no part in the loss has no gradient
+        raise RuntimeError("torch produced no gradient for a parameter")
     return t.detach().numpy().copy()
 
 

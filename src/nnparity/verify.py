@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,7 @@ def verify(
     seconds = {"candidate": 0.0, "reference": 0.0}
     first: Divergence | None = None
     divergent = 0
-    final = {"candidate": start, "reference": start}
+    final: dict[str, list[LayerParams]] = {"candidate": start, "reference": start}
     steps_run = 0
     bar = _progress_bar(steps) if progress else None
     for t in range(steps):
@@ -83,7 +84,7 @@ def verify(
         row[2::2] = found.abs_err
         row[3::2] = found.rel_err
         steps_run = t + 1
-        final = {"candidate": getattr(rc, "params", None), "reference": rr.params}
+        final = {"candidate": getattr(rc, "params", None) or [], "reference": rr.params}
         if bar is not None:
             bar.update(1)
         if found.divergence is not None:
@@ -135,7 +136,9 @@ def check_batch(spec: NetworkSpec, x: object, y: object) -> tuple[np.ndarray, np
         arrays.append(arr)
     x_arr, y_arr = arrays
     if x_arr.shape[0] != y_arr.shape[0]:
-        raise NnparityError(f"x has {x_arr.shape[0]} rows but y has {y_arr.shape[0]}; give one target row per input row.")
+        raise NnparityError(
+            f"x has {x_arr.shape[0]} rows but y has {y_arr.shape[0]}; give one target row per input row."
+        )
     return x_arr, y_arr
 
 
@@ -159,7 +162,7 @@ def _as_float(value: object) -> float:
         return float("nan")
 
 
-def _progress_bar(total: int):  # type: ignore[no-untyped-def]
+def _progress_bar(total: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="step", leave=False, mininterval=0.5)

@@ -1,0 +1,5 @@
+import sys
+
+from nnparity.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data files shipped with nnparity: ``or.csv``, the notebook's OR table."""
