@@ -15,7 +15,6 @@ so the first quantity out of tolerance names where the math first goes wrong.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -106,63 +105,117 @@ class StepComparison(NamedTuple):
     divergence: Divergence | None
 
 
+class Comparator:
+    """Compares the steps of one run; the order of quantities is worked out once."""
+
+    def __init__(self, spec: NetworkSpec, tol: Tolerance) -> None:
+        self.spec = spec
+        self.tol = tol
+        self.dtype = spec.np_dtype
+        self._layouts = {forward: _Layout(quantity_keys(spec, forward)) for forward in (True, False)}
+
+    def compare(self, candidate: StepResult, reference: StepResult, step: int) -> StepComparison:
+        """Compare one step of two backends; never raises on a malformed candidate result."""
+        forward = _has_activations(candidate) and _has_activations(reference)
+        layout = self._layouts[forward]
+        fast_c = self._flatten(candidate, forward)
+        fast_r = self._flatten(reference, forward)
+        broken: Divergence | None = None
+        if fast_c is None or fast_r is None or any(c.shape != r.shape for c, r in zip(fast_c, fast_r)):
+            cands, refs, broken = self._until_broken(candidate, reference, layout.keys, step)
+        else:
+            cands, refs = fast_c, fast_r
+        abs_err, rel_err, bad = layout.errors(cands, refs, self.tol)
+        if bad is not None:
+            key = layout.keys[bad]
+            return StepComparison(abs_err, rel_err, _numeric(step, key, cands[bad], refs[bad], self.tol))
+        return StepComparison(abs_err, rel_err, broken)
+
+    def _flatten(self, result: StepResult, forward: bool) -> list[np.ndarray] | None:
+        """Every quantity in computation order (fast path), or ``None`` if anything is amiss."""
+        dtype, bias = self.dtype, self.spec.bias
+        try:
+            out = [np.asarray(a, dtype=dtype) for a in result.activations] if forward else []
+            out.append(np.asarray(result.loss, dtype=dtype))
+            for layer in reversed(result.grads):
+                out.append(np.asarray(layer.weight, dtype=dtype))
+                if bias:
+                    out.append(np.asarray(layer.bias, dtype=dtype))
+            for layer in result.params:
+                out.append(np.asarray(layer.weight, dtype=dtype))
+                if bias:
+                    out.append(np.asarray(layer.bias, dtype=dtype))
+        except (AttributeError, TypeError, ValueError):
+            return None
+        n = self.spec.n_layers
+        if len(result.grads) != n or len(result.params) != n or (forward and len(result.activations) != n):
+            return None
+        if bias and any(a.dtype == object for a in out):  # a None bias became an object array
+            return None
+        return out
+
+    def _until_broken(
+        self, candidate: StepResult, reference: StepResult, keys: list[Key], step: int
+    ) -> tuple[list[np.ndarray], list[np.ndarray], Divergence | None]:
+        """The quantities before the first one that cannot be compared, and why it cannot."""
+        cands: list[np.ndarray] = []
+        refs: list[np.ndarray] = []
+        for key in keys:
+            c = _extract(candidate, key, self.dtype)
+            r = _extract(reference, key, self.dtype)
+            if isinstance(c, str) or isinstance(r, str) or c.shape != r.shape:
+                return cands, refs, _structural(step, key, c, r)
+            cands.append(c)
+            refs.append(r)
+        return cands, refs, None
+
+
 def compare_steps(
     candidate: StepResult, reference: StepResult, spec: NetworkSpec, tol: Tolerance, step: int
 ) -> StepComparison:
-    """Compare one step of two backends; never raises on a malformed candidate result."""
-    forward = _has_activations(candidate) and _has_activations(reference)
-    keys = quantity_keys(spec, forward)
-    dtype = spec.np_dtype
-    cands: list[np.ndarray] = []
-    refs: list[np.ndarray] = []
-    broken: Divergence | None = None
-    for key in keys:
-        c = _extract(candidate, key, dtype)
-        r = _extract(reference, key, dtype)
-        if isinstance(c, str) or isinstance(r, str) or c.shape != r.shape:
-            broken = _structural(step, key, c, r)
-            break
-        cands.append(c)
-        refs.append(r)
-    abs_err, rel_err, bad = _errors(keys[: len(cands)], cands, refs, tol)
-    if bad is not None:
-        i = bad
-        return StepComparison(abs_err, rel_err, _numeric(step, keys[i], cands[i], refs[i], tol))
-    return StepComparison(abs_err, rel_err, broken)
+    """Compare one step of two backends (see :class:`Comparator` to compare many)."""
+    return Comparator(spec, tol).compare(candidate, reference, step)
 
 
 def _has_activations(result: object) -> bool:
     return getattr(result, "activations", None) is not None
 
 
-def _errors(
-    keys: Sequence[Key], cands: list[np.ndarray], refs: list[np.ndarray], tol: Tolerance
-) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """Stage maxima of the errors, and the position of the first quantity out of tolerance."""
-    abs_err = np.full(len(STAGES), np.nan)
-    rel_err = np.full(len(STAGES), np.nan)
-    if not keys:
-        return abs_err, rel_err, None
-    c = np.concatenate([a.ravel() for a in cands])
-    r = np.concatenate([a.ravel() for a in refs])
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        diff = np.abs(c - r)
-        ok = diff <= tol.atol + tol.rtol * np.abs(r)
-        rel = np.where(diff == 0, 0.0, diff / np.abs(r))
-    sizes = [a.size for a in cands]
-    starts = np.cumsum([0, *sizes[:-1]])
-    stage_of = [STAGES.index(k.stage) for k in keys]
-    # Segment maxima per quantity, then per stage (stages are contiguous runs of keys).
-    q_abs = np.maximum.reduceat(diff, starts)
-    q_rel = np.maximum.reduceat(rel, starts)
-    for s in set(stage_of):
-        idx = [i for i, st in enumerate(stage_of) if st == s]
-        abs_err[s] = q_abs[idx].max()
-        rel_err[s] = q_rel[idx].max()
-    if ok.all():
-        return abs_err, rel_err, None
-    first_bad = int(np.argmin(ok))
-    return abs_err, rel_err, int(np.searchsorted(starts, first_bad, side="right") - 1)
+class _Layout:
+    """Where each stage starts among the keys, so a step's errors reduce in a few calls."""
+
+    def __init__(self, keys: list[Key]) -> None:
+        self.keys = keys
+        self.stage_of = np.array([STAGES.index(k.stage) for k in keys])
+
+    def errors(
+        self, cands: list[np.ndarray], refs: list[np.ndarray], tol: Tolerance
+    ) -> tuple[np.ndarray, np.ndarray, int | None]:
+        """Stage maxima of the errors, and the position of the first quantity out of tolerance."""
+        abs_err = np.full(len(STAGES), np.nan)
+        rel_err = np.full(len(STAGES), np.nan)
+        n = len(cands)
+        if n == 0:
+            return abs_err, rel_err, None
+        c = np.concatenate([a.ravel() for a in cands])
+        r = np.concatenate([a.ravel() for a in refs])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            diff = np.abs(c - r)
+            abs_r = np.abs(r)
+            ok = diff <= tol.atol + tol.rtol * abs_r
+            rel = diff / abs_r
+            rel[diff == 0] = 0.0
+        offsets = np.cumsum([0] + [a.size for a in cands])
+        stage_of = self.stage_of[:n]
+        # Stages are contiguous runs of keys: reduce each run in one call.
+        first_key = np.flatnonzero(np.r_[True, stage_of[1:] != stage_of[:-1]])
+        stages = stage_of[first_key]
+        abs_err[stages] = np.maximum.reduceat(diff, offsets[first_key])
+        rel_err[stages] = np.maximum.reduceat(rel, offsets[first_key])
+        if ok.all():
+            return abs_err, rel_err, None
+        first_bad = int(np.argmin(ok))
+        return abs_err, rel_err, int(np.searchsorted(offsets, first_bad, side="right") - 1)
 
 
 def _numeric(step: int, key: Key, c: np.ndarray, r: np.ndarray, tol: Tolerance) -> Divergence:

@@ -18,6 +18,11 @@ import pandas as pd
 
 from nnparity.errors import NnparityError
 
+# Floats must read back exactly as written (a reproduction's data, say): pandas 3 does so by
+# default, pandas 2 when asked.
+_PANDAS_MAJOR = int(pd.__version__.split(".")[0])
+_EXACT_FLOATS: dict[str, str] = {} if _PANDAS_MAJOR >= 3 else {"float_precision": "round_trip"}
+
 
 class Dataset(NamedTuple):
     """Inputs ``x`` and targets ``y`` as float arrays, and the table they came from."""
@@ -56,7 +61,7 @@ def read_table(
     if not text.strip():
         raise NnparityError(f"{name} is empty; it needs a header row and at least one data row.")
     try:
-        frame = pd.read_csv(io.StringIO(text), skipinitialspace=True)
+        frame = pd.read_csv(io.StringIO(text), skipinitialspace=True, **_EXACT_FLOATS)
     except (pd.errors.ParserError, csv.Error, ValueError) as exc:
         raise NnparityError(f"{name} is not valid CSV: {str(exc).strip()}.") from exc
     if frame.empty:
@@ -90,6 +95,6 @@ def read_table(
                 "which is not a finite number; every cell must be one."
             )
         frame[col] = values
-    x = frame[inputs].to_numpy(dtype="float64")
-    y = frame[targets].to_numpy(dtype="float64")
+    x = np.array(frame[inputs].to_numpy(dtype="float64"))  # writable copies: pandas' are read-only
+    y = np.array(frame[targets].to_numpy(dtype="float64"))
     return Dataset(x, y, frame)

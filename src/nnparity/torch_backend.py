@@ -45,6 +45,12 @@ def build_model(spec: NetworkSpec) -> torch.nn.Sequential:
     return torch.nn.Sequential(*modules)
 
 
+def _tensor(a: np.ndarray, dtype: str) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory where it can (a read-only array is copied, as torch needs)."""
+    arr = np.asarray(a, dtype=dtype)
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+
+
 def _numpy(t: torch.Tensor | None) -> np.ndarray:
     if t is None:  # a parameter that took no part in the loss has no gradient
         raise RuntimeError("torch produced no gradient for a parameter")
@@ -90,11 +96,11 @@ class TorchBackend:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return _numpy(self.model(torch.from_numpy(np.asarray(x, dtype=self.spec.dtype))))
+            return _numpy(self.model(_tensor(x, self.spec.dtype)))
 
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
-        inputs = torch.from_numpy(np.asarray(x, dtype=self.spec.dtype))
-        targets = torch.from_numpy(np.asarray(y, dtype=self.spec.dtype))
+        inputs = _tensor(x, self.spec.dtype)
+        targets = _tensor(y, self.spec.dtype)
         # What Sequential.forward does, keeping each activation module's output.
         activations = []
         out = inputs

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from nnparity.backend import Backend, backend_label, load_backend
-from nnparity.compare import STAGES, compare_steps, tolerance_for
+from nnparity.compare import STAGES, Comparator, tolerance_for
 from nnparity.errors import NnparityError
 from nnparity.initialization import check_params, init_params
 from nnparity.records import LayerParams, copy_params
@@ -59,6 +59,7 @@ def verify(
         raise NnparityError(f"Unknown mode {mode!r}; choose from {', '.join(MODES)}.")
     tol = tolerance_for(spec.dtype, rtol, atol)
     start = check_params(spec, init_params(spec) if params is None else params)
+    comparator = Comparator(spec, tol)
     cand = _construct(candidate, spec, start, "candidate")
     ref = _construct(reference, spec, start, "reference")
 
@@ -77,7 +78,7 @@ def verify(
         t2 = time.perf_counter()
         seconds["candidate"] += t1 - t0
         seconds["reference"] += t2 - t1
-        found = compare_steps(rc, rr, spec, tol, t)
+        found = comparator.compare(rc, rr, t)
         row = trace[t]
         row[0] = _as_float(getattr(rc, "loss", None))
         row[1] = _as_float(rr.loss)
