@@ -87,13 +87,13 @@ def _extract(result: object, key: Key, dtype: np.dtype) -> np.ndarray | str:
     try:
         value = _pick(result, key)
     except (AttributeError, IndexError, TypeError, KeyError):
-        return "it is missing from the step result"
+        return "is missing from the step result"
     if value is None:
-        return "it is None"
+        return "is None"
     try:
         return np.asarray(value, dtype=dtype)
     except (TypeError, ValueError):
-        return f"it is not numeric ({type(value).__name__})"
+        return f"is not numeric ({type(value).__name__})"
 
 
 class StepComparison(NamedTuple):
@@ -133,24 +133,25 @@ class Comparator:
 
     def _flatten(self, result: StepResult, forward: bool) -> list[np.ndarray] | None:
         """Every quantity in computation order (fast path), or ``None`` if anything is amiss."""
-        dtype, bias = self.dtype, self.spec.bias
+        dtype, bias, n = self.dtype, self.spec.bias, self.spec.n_layers
+
+        def arr(value: object) -> np.ndarray:
+            if value is None:  # np.asarray(None, float) would be a silent NaN
+                raise TypeError("missing")
+            return np.asarray(value, dtype=dtype)
+
         try:
-            out = [np.asarray(a, dtype=dtype) for a in result.activations] if forward else []
-            out.append(np.asarray(result.loss, dtype=dtype))
-            for layer in reversed(result.grads):
-                out.append(np.asarray(layer.weight, dtype=dtype))
+            grads, params = list(result.grads), list(result.params)
+            acts = list(result.activations) if forward else []  # type: ignore[arg-type]
+            if len(grads) != n or len(params) != n or (forward and len(acts) != n):
+                return None
+            out = [arr(a) for a in acts]
+            out.append(arr(result.loss))
+            for layer in (*reversed(grads), *params):
+                out.append(arr(layer.weight))
                 if bias:
-                    out.append(np.asarray(layer.bias, dtype=dtype))
-            for layer in result.params:
-                out.append(np.asarray(layer.weight, dtype=dtype))
-                if bias:
-                    out.append(np.asarray(layer.bias, dtype=dtype))
+                    out.append(arr(layer.bias))
         except (AttributeError, TypeError, ValueError):
-            return None
-        n = self.spec.n_layers
-        if len(result.grads) != n or len(result.params) != n or (forward and len(result.activations) != n):
-            return None
-        if bias and any(a.dtype == object for a in out):  # a None bias became an object array
             return None
         return out
 
@@ -250,9 +251,9 @@ def _numeric(step: int, key: Key, c: np.ndarray, r: np.ndarray, tol: Tolerance) 
 
 def _structural(step: int, key: Key, c: np.ndarray | str, r: np.ndarray | str) -> Divergence:
     if isinstance(c, str):
-        message = f"the candidate's {key.tensor}: {c}"
+        message = f"the candidate's {key.tensor} {c}"
     elif isinstance(r, str):
-        message = f"the reference's {key.tensor}: {r}"
+        message = f"the reference's {key.tensor} {r}"
     else:
         message = f"shapes differ: candidate {c.shape}, reference {r.shape}"
     nan = float("nan")
