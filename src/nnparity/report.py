@@ -17,6 +17,8 @@ from nnparity.records import LayerParams
 class Divergence:
     """The first quantity, in computation order, where the candidate left tolerance.
 
+    ``stage`` is one of ``forward``, ``loss``, ``gradient``, ``update``, or ``step``
+    when a backend's ``step()`` (or ``set_params()``) raised instead of returning.
     ``step`` counts from 0 (the notebook's "error at step 0"); ``layer`` is the
     0-based weight layer (``None`` for the loss); ``index`` the worst element of
     the tensor (``None`` when the tensor could not be compared at all, which
@@ -44,27 +46,29 @@ class Divergence:
     @property
     def place(self) -> str:
         """E.g. ``gradient of layer 0 weight``, ``loss`` or ``activation of layer 1``."""
-        if self.stage == "loss":
-            return "loss"
+        if self.stage in ("loss", "step"):
+            return self.stage
         if self.stage == "forward":
             return f"activation of layer {self.layer}"
         what = "gradient of" if self.stage == "gradient" else "updated"
         return f"{what} layer {self.layer} {self.tensor}"
 
     def __str__(self) -> str:
-        lines = [f"Step {self.step}: the {self.place} differs."]
-        if self.message:
-            lines.append(f"It cannot be compared: {self.message}.")
+        if self.stage == "step":
+            lines = [f"Step {self.step}: {self.message}."]
+        elif self.message:
+            lines = [f"Step {self.step}: the {self.place} cannot be compared: {self.message}."]
         else:
             pct = 100.0 * self.mismatched / self.total if self.total else 0.0
-            lines.append(f"Mismatched elements: {self.mismatched} / {self.total} ({pct:.1f}%)")
             where = "" if not self.index else f" at index {self.index}"
-            lines.append(
+            lines = [
+                f"Step {self.step}: the {self.place} differs.",
+                f"Mismatched elements: {self.mismatched} / {self.total} ({pct:.1f}%)",
                 f"Greatest difference{where}: candidate {self.candidate_value!r}, "
                 f"reference {self.reference_value!r} "
                 f"(absolute {self.abs_err:.3g}, relative {self.rel_err:.3g}; "
-                f"allowed atol {self.atol:g} + rtol {self.rtol:g} x |reference|)"
-            )
+                f"allowed atol {self.atol:g} + rtol {self.rtol:g} x |reference|)",
+            ]
         if self.verdict:
             lines.append(
                 f"Verdict: the {self.verdict} is wrong."
@@ -95,6 +99,7 @@ class Report:
     trace: pd.DataFrame
     steps: int = 0
     divergent_steps: int = 0
+    interrupted: bool = False
     mode: str = "free"
     candidate: str = "numpy"
     reference: str = "torch"
@@ -110,6 +115,8 @@ class Report:
             f"{self.candidate} vs {self.reference}, mode {self.mode}, {self.spec.get('dtype')} "
             f"(rtol {self.rtol:g}, atol {self.atol:g}): "
         )
+        if self.interrupted and self.first_divergence is None:
+            return head + f"interrupted after {self.steps_run} of {self.steps} steps, which agree."
         if self.ok:
             return head + f"agree at every step of {self.steps_run}."
         counted = (
@@ -127,6 +134,7 @@ class Report:
             "steps": self.steps,
             "steps_run": self.steps_run,
             "divergent_steps": self.divergent_steps,
+            "interrupted": self.interrupted,
             "tolerance": {"rtol": self.rtol, "atol": self.atol},
             "spec": self.spec,
             "final_loss": None

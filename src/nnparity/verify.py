@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from nnparity.backend import Backend, backend_label, load_backend
-from nnparity.compare import STAGES, Comparator, tolerance_for
+from nnparity.compare import STAGES, Comparator, StepComparison, tolerance_for
 from nnparity.errors import NnparityError
 from nnparity.initialization import check_params, init_params
-from nnparity.records import LayerParams, copy_params
+from nnparity.records import LayerParams, StepResult, copy_params
 from nnparity.report import Divergence, Report
 from nnparity.spec import NetworkSpec
 
@@ -63,50 +63,60 @@ def verify(
     cand = _construct(candidate, spec, start, "candidate")
     ref = _construct(reference, spec, start, "reference")
 
-    trace = np.full((steps, len(TRACE_COLUMNS)), np.nan)
+    trace = _Trace(steps)
     seconds = {"candidate": 0.0, "reference": 0.0}
     first: Divergence | None = None
     divergent = 0
     final: dict[str, list[LayerParams]] = {"candidate": start, "reference": start}
-    steps_run = 0
+    interrupted = False
     bar = _progress_bar(steps) if progress else None
-    for t in range(steps):
-        t0 = time.perf_counter()
-        rc = cand.step(x, y)
-        t1 = time.perf_counter()
-        rr = ref.step(x, y)
-        t2 = time.perf_counter()
-        seconds["candidate"] += t1 - t0
-        seconds["reference"] += t2 - t1
-        found = comparator.compare(rc, rr, t)
-        row = trace[t]
-        row[0] = _as_float(getattr(rc, "loss", None))
-        row[1] = _as_float(rr.loss)
-        row[2::2] = found.abs_err
-        row[3::2] = found.rel_err
-        steps_run = t + 1
-        final = {"candidate": getattr(rc, "params", None) or [], "reference": rr.params}
-        if bar is not None:
-            bar.update(1)
-        if found.divergence is not None:
-            divergent += 1
-            first = first or found.divergence
-            if not keep_going:
+    try:
+        for t in range(steps):
+            t0 = time.perf_counter()
+            rc = _step(cand, x, y)
+            t1 = time.perf_counter()
+            seconds["candidate"] += t1 - t0
+            if isinstance(rc, Exception):
+                first, divergent = first or _raised(t, "candidate", "step", rc), divergent + 1
                 break
-        if mode == "resync":
-            cand.set_params(rr.params)
-    if bar is not None:
-        bar.close()
+            rr = _step(ref, x, y)
+            seconds["reference"] += time.perf_counter() - t1
+            if isinstance(rr, Exception):
+                first, divergent = first or _raised(t, "reference", "step", rr), divergent + 1
+                break
+            found = comparator.compare(rc, rr, t)
+            trace.append(_as_float(getattr(rc, "loss", None)), _as_float(rr.loss), found)
+            final = {"candidate": getattr(rc, "params", None) or [], "reference": rr.params}
+            if bar is not None:
+                bar.update(1)
+            if found.divergence is not None:
+                divergent += 1
+                first = first or found.divergence
+                if not keep_going:
+                    break
+            if mode == "resync":
+                try:
+                    cand.set_params(rr.params)
+                except Exception as exc:  # a candidate's failure is a finding, not a crash
+                    first, divergent = first or _raised(t, "candidate", "set_params", exc), divergent + 1
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    steps_run = len(trace)
 
-    frame = pd.DataFrame(trace[:steps_run], columns=TRACE_COLUMNS)
+    frame = pd.DataFrame(trace.rows(), columns=TRACE_COLUMNS)
     frame.index.name = "step"
     return Report(
-        ok=first is None,
+        ok=first is None and not interrupted,
         steps_run=steps_run,
         first_divergence=first,
         trace=frame,
         steps=int(steps),
         divergent_steps=divergent,
+        interrupted=interrupted,
         mode=mode,
         candidate=backend_label(candidate),
         reference=backend_label(reference),
@@ -154,6 +164,54 @@ def _construct(which: str | type, spec: NetworkSpec, params: list[LayerParams], 
             f"The {role} backend {backend_label(which)!r} could not be constructed "
             f"({type(exc).__name__}: {exc})."
         ) from exc
+
+
+class _Trace:
+    """A few numbers per step, in a block grown by doubling (a huge ``steps`` costs nothing upfront)."""
+
+    def __init__(self, steps: int) -> None:
+        self._rows = np.full((min(steps, 1024), len(TRACE_COLUMNS)), np.nan)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, candidate_loss: float, reference_loss: float, found: StepComparison) -> None:
+        if self._n == len(self._rows):
+            self._rows = np.concatenate([self._rows, np.full_like(self._rows, np.nan)])
+        row = self._rows[self._n]
+        row[0] = candidate_loss
+        row[1] = reference_loss
+        row[2::2] = found.abs_err
+        row[3::2] = found.rel_err
+        self._n += 1
+
+    def rows(self) -> np.ndarray:
+        return self._rows[: self._n]
+
+
+def _step(backend: Backend, x: np.ndarray, y: np.ndarray) -> StepResult | Exception:
+    """The backend's step, or the exception it raised (reported, not propagated)."""
+    try:
+        return backend.step(x, y)
+    except Exception as exc:
+        return exc
+
+
+def _raised(step: int, role: str, method: str, exc: Exception) -> Divergence:
+    nan = float("nan")
+    return Divergence(
+        step=step,
+        stage="step",
+        layer=None,
+        tensor="step",
+        index=None,
+        candidate_value=nan,
+        reference_value=nan,
+        abs_err=nan,
+        rel_err=nan,
+        message=f"the {role}'s {method}() raised {type(exc).__name__}: {exc}",
+    )
 
 
 def _as_float(value: object) -> float:
