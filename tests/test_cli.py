@@ -24,13 +24,16 @@ NOTEBOOK_ERROR_LINES = [
     "error at step  8000: 9.350530e-02",
     "error at step  9000: 6.205274e-02",
 ]
-NOTEBOOK_TABLE = """\
-             input1  input2  output  prediction     error
-observation                                              
-1                 0       0       0    0.334522 -0.334522
-2                 0       1       1    0.846053  0.153947
-3                 1       0       1    0.849022  0.150978
-4                 1       1       1    0.925358  0.074642"""
+NOTEBOOK_TABLE = "\n".join(
+    [
+        "             input1  input2  output  prediction     error",
+        "observation" + " " * 46,  # pandas pads the index name row
+        "1                 0       0       0    0.334522 -0.334522",
+        "2                 0       1       1    0.846053  0.153947",
+        "3                 1       0       1    0.849022  0.150978",
+        "4                 1       1       1    0.925358  0.074642",
+    ]
+)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,13 @@ so the first quantity out of tolerance names where the math first goes wrong.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 
 from nnparity.errors import NnparityError
-from nnparity.records import StepResult
+from nnparity.records import StepResult, as_real
 from nnparity.report import Divergence
 from nnparity.spec import NetworkSpec
 
@@ -49,8 +50,8 @@ def tolerance_for(dtype: str, rtol: float | None = None, atol: float | None = No
     if rtol is None or atol is None:
         return DEFAULT_TOLERANCES[dtype]
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise NnparityError(f"{name} must be a number >= 0; got {value!r}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise NnparityError(f"{name} must be a finite number >= 0; got {value!r}.")
     return Tolerance(float(rtol), float(atol))
 
 
@@ -91,9 +92,11 @@ def _extract(result: object, key: Key, dtype: np.dtype) -> np.ndarray | str:
     if value is None:
         return "is None"
     try:
-        return np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError):
-        return f"is not numeric ({type(value).__name__})"
+        return as_real(value, dtype)
+    except TypeError as exc:
+        return str(exc)
+    except ValueError:
+        return f"is not an array of real numbers ({type(value).__name__})"
 
 
 class StepComparison(NamedTuple):
@@ -138,7 +141,7 @@ class Comparator:
         def arr(value: object) -> np.ndarray:
             if value is None:  # np.asarray(None, float) would be a silent NaN
                 raise TypeError("missing")
-            return np.asarray(value, dtype=dtype)
+            return as_real(value, dtype)
 
         try:
             grads, params = list(result.grads), list(result.params)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnparity.errors import NnparityError
-from nnparity.records import LayerParams
+from nnparity.records import LayerParams, as_real
 from nnparity.spec import NetworkSpec
 
 SCHEMES = ("numpy-rand", "torch")
@@ -77,7 +77,7 @@ def check_params(spec: NetworkSpec, params: object) -> list[LayerParams]:
     checked = []
     for i, ((fan_in, fan_out), layer) in enumerate(zip(_layer_shapes(spec), params)):
         weight, bias = (layer.weight, layer.bias) if isinstance(layer, LayerParams) else (layer, None)
-        weight = np.array(weight, dtype=spec.np_dtype, copy=True)
+        weight = _array(weight, spec, f"Layer {i}'s weight")
         if weight.shape != (fan_in, fan_out):
             raise NnparityError(
                 f"Layer {i}'s weight must have shape (fan_in, fan_out) = {(fan_in, fan_out)}; "
@@ -86,10 +86,21 @@ def check_params(spec: NetworkSpec, params: object) -> list[LayerParams]:
         if spec.bias:
             if bias is None:
                 raise NnparityError(f"Layer {i} has no bias, but the spec has bias=True.")
-            bias = np.array(bias, dtype=spec.np_dtype, copy=True)
+            bias = _array(bias, spec, f"Layer {i}'s bias")
             if bias.shape != (fan_out,):
                 raise NnparityError(f"Layer {i}'s bias must have shape {(fan_out,)}; got {bias.shape}.")
         elif bias is not None:
             raise NnparityError(f"Layer {i} has a bias, but the spec has bias=False.")
         checked.append(LayerParams(weight, bias))
     return checked
+
+
+def _array(value: object, spec: NetworkSpec, what: str) -> np.ndarray:
+    """A fresh, finite array of the spec's dtype, or a sentence naming ``what`` is wrong."""
+    try:
+        arr = np.array(as_real(value, spec.np_dtype), copy=True)
+    except (TypeError, ValueError) as exc:
+        raise NnparityError(f"{what} must be an array of real numbers; it {exc}.") from exc
+    if not np.isfinite(arr).all():
+        raise NnparityError(f"{what} has non-finite values (inf or NaN); starting weights must be finite.")
+    return arr

@@ -15,6 +15,7 @@ operation, so that a correct NumPy backend rounds exactly where torch does.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -36,11 +37,13 @@ class SGD:
     def __post_init__(self) -> None:
         for name in ("lr", "momentum", "dampening", "weight_decay"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
                 raise NnparityError(f"SGD {name} must be a number, not {value!r}.")
             if not math.isfinite(value):
                 raise NnparityError(f"SGD {name} must be finite, not {value!r}.")
             object.__setattr__(self, name, float(value))
+        if isinstance(self.nesterov, np.bool_):
+            object.__setattr__(self, "nesterov", bool(self.nesterov))
         if not isinstance(self.nesterov, bool):
             raise NnparityError(f"SGD nesterov must be true or false, not {self.nesterov!r}.")
         if self.lr < 0.0:

@@ -39,3 +39,15 @@ def copy_params(params: list[LayerParams] | tuple[LayerParams, ...]) -> list[Lay
         LayerParams(np.array(p.weight, copy=True), None if p.bias is None else np.array(p.bias, copy=True))
         for p in params
     ]
+
+
+def as_real(value: object, dtype: np.dtype | str) -> np.ndarray:
+    """``value`` as an array of ``dtype`` (no copy if it already is one).
+
+    Raises ``TypeError`` unless it holds real numbers: a complex, text or object
+    array would otherwise be cast silently (dropping an imaginary part, say).
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"holds {arr.dtype} values, not real numbers")
+    return arr.astype(dtype, copy=False)

@@ -111,6 +111,8 @@ class NetworkSpec:
 
 
 def _as_tuple(value: object, name: str) -> tuple:
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return tuple(value.tolist())
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise NnparityError(f"{name} must be a list, e.g. [2, 3, 1]; got {value!r}.")
     return tuple(value)

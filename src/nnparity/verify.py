@@ -13,7 +13,7 @@ from nnparity.backend import Backend, backend_label, load_backend
 from nnparity.compare import STAGES, Comparator, StepComparison, tolerance_for
 from nnparity.errors import NnparityError
 from nnparity.initialization import check_params, init_params
-from nnparity.records import LayerParams, StepResult, copy_params
+from nnparity.records import LayerParams, StepResult, as_real, copy_params
 from nnparity.report import Divergence, Report
 from nnparity.spec import NetworkSpec
 
@@ -86,7 +86,7 @@ def verify(
                 break
             found = comparator.compare(rc, rr, t)
             trace.append(_as_float(getattr(rc, "loss", None)), _as_float(rr.loss), found)
-            final = {"candidate": getattr(rc, "params", None) or [], "reference": rr.params}
+            final = {"candidate": _params_or_empty(rc), "reference": _params_or_empty(rr)}
             if bar is not None:
                 bar.update(1)
             if found.divergence is not None:
@@ -133,9 +133,9 @@ def check_batch(spec: NetworkSpec, x: object, y: object) -> tuple[np.ndarray, np
     arrays = []
     for name, value, width in (("x", x, spec.sizes[0]), ("y", y, spec.sizes[-1])):
         try:
-            arr = np.array(value, dtype=spec.np_dtype, copy=True)
+            arr = np.array(as_real(value, spec.np_dtype), copy=True)
         except (TypeError, ValueError) as exc:
-            raise NnparityError(f"{name} must be a numeric array: {exc}.") from exc
+            raise NnparityError(f"{name} must be an array of real numbers; it {exc}.") from exc
         if arr.ndim == 1 and width == 1:
             arr = arr.reshape(-1, 1)
         if arr.ndim != 2 or arr.shape[1] != width or arr.shape[0] < 1:
@@ -212,6 +212,12 @@ def _raised(step: int, role: str, method: str, exc: Exception) -> Divergence:
         rel_err=nan,
         message=f"the {role}'s {method}() raised {type(exc).__name__}: {exc}",
     )
+
+
+def _params_or_empty(result: object) -> list[LayerParams]:
+    """A step result's parameters, or ``[]`` when a malformed result holds no list of them."""
+    params = getattr(result, "params", None)
+    return list(params) if isinstance(params, (list, tuple)) else []
 
 
 def _as_float(value: object) -> float:
