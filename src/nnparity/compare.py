@@ -191,16 +191,31 @@ class _Layout:
     def __init__(self, keys: list[Key]) -> None:
         self.keys = keys
         self.stage_of = np.array([STAGES.index(k.stage) for k in keys])
+        self._segments: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _segmentation(self, sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Element offsets of each quantity, and each stage's first element and index in STAGES.
+
+        The same few layouts recur every step, so they are worked out once and kept.
+        """
+        found = self._segments.get(sizes)
+        if found is None:
+            offsets = np.cumsum((0, *sizes))
+            stage_of = self.stage_of[: len(sizes)]
+            # Stages are contiguous runs of keys: each run reduces in one call.
+            first_key = np.flatnonzero(np.concatenate(([True], stage_of[1:] != stage_of[:-1])))
+            found = self._segments[sizes] = (offsets, offsets[first_key], stage_of[first_key])
+        return found
 
     def errors(
         self, cands: list[np.ndarray], refs: list[np.ndarray], tol: Tolerance
     ) -> tuple[np.ndarray, np.ndarray, int | None]:
         """Stage maxima of the errors, and the position of the first quantity out of tolerance."""
         abs_err = np.full(len(STAGES), np.nan)
-        rel_err = np.full(len(STAGES), np.nan)
-        n = len(cands)
-        if n == 0:
+        rel_err = abs_err.copy()
+        if not cands:
             return abs_err, rel_err, None
+        offsets, stage_starts, stages = self._segmentation(tuple(a.size for a in cands))
         c = np.concatenate([a.ravel() for a in cands])
         r = np.concatenate([a.ravel() for a in refs])
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -209,13 +224,8 @@ class _Layout:
             ok = diff <= tol.atol + tol.rtol * abs_r
             rel = diff / abs_r
             rel[diff == 0] = 0.0
-        offsets = np.cumsum([0] + [a.size for a in cands])
-        stage_of = self.stage_of[:n]
-        # Stages are contiguous runs of keys: reduce each run in one call.
-        first_key = np.flatnonzero(np.r_[True, stage_of[1:] != stage_of[:-1]])
-        stages = stage_of[first_key]
-        abs_err[stages] = np.maximum.reduceat(diff, offsets[first_key])
-        rel_err[stages] = np.maximum.reduceat(rel, offsets[first_key])
+        abs_err[stages] = np.maximum.reduceat(diff, stage_starts)
+        rel_err[stages] = np.maximum.reduceat(rel, stage_starts)
         if ok.all():
             return abs_err, rel_err, None
         first_bad = int(np.argmin(ok))

@@ -47,6 +47,8 @@ def as_real(value: object, dtype: np.dtype | str) -> np.ndarray:
     Raises ``TypeError`` unless it holds real numbers: a complex, text or object
     array would otherwise be cast silently (dropping an imaginary part, say).
     """
+    if type(value) is np.ndarray and value.dtype == dtype:  # the common case, on the hot path
+        return value
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"holds {arr.dtype} values, not real numbers")
