@@ -1,6 +1,8 @@
 """Activation functions: each forward rule with its derivative beside it.
 
-Every function takes the pre-activation ``z`` (and, for the derivative, the
+The functions compute as torch does, overflowing to inf where it does (``exp`` of a
+large argument), so they are meant to run under ``np.errstate(all="ignore")``, as
+the NumPy backend runs them. Every function takes the pre-activation ``z`` (and, for the derivative, the
 activation ``a = f(z)`` as well, so that a rule can reuse it as the notebook's
 ``dg_dyhat = g * (1.0 - g)`` does).  The constants are torch's defaults:
 ``LeakyReLU(0.01)``, ``Softplus(beta=1, threshold=20)``, ``ELU(alpha=1)``.
@@ -38,8 +40,7 @@ def d_identity(z: Array, a: Array) -> Array:
 
 def sigmoid(z: Array) -> Array:
     # exp(-z) overflows to inf for very negative z, and 1 / inf is the right 0.
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-z))
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 def d_sigmoid(z: Array, a: Array) -> Array:
@@ -73,24 +74,20 @@ def d_leaky_relu(z: Array, a: Array) -> Array:
 
 def softplus(z: Array) -> Array:
     # log(1 + e^z), and z itself above the threshold, where torch switches to linear.
-    with np.errstate(over="ignore"):
-        return np.where(z > SOFTPLUS_THRESHOLD, z, np.log1p(np.exp(z)))
+    return np.where(z > SOFTPLUS_THRESHOLD, z, np.log1p(np.exp(z)))
 
 
 def d_softplus(z: Array, a: Array) -> Array:
-    with np.errstate(over="ignore", invalid="ignore"):
-        e = np.exp(z)
-        return np.where(z > SOFTPLUS_THRESHOLD, 1.0, e / (e + 1.0)).astype(z.dtype)
+    e = np.exp(z)  # inf / inf above the threshold is NaN, and not used
+    return np.where(z > SOFTPLUS_THRESHOLD, 1.0, e / (e + 1.0)).astype(z.dtype)
 
 
 def elu(z: Array) -> Array:
-    with np.errstate(over="ignore"):
-        return np.where(z > 0.0, z, ELU_ALPHA * np.expm1(z))
+    return np.where(z > 0.0, z, ELU_ALPHA * np.expm1(z))
 
 
 def d_elu(z: Array, a: Array) -> Array:
-    with np.errstate(over="ignore"):
-        return np.where(z > 0.0, 1.0, ELU_ALPHA * np.exp(z)).astype(z.dtype)
+    return np.where(z > 0.0, 1.0, ELU_ALPHA * np.exp(z)).astype(z.dtype)
 
 
 ACTIVATIONS: dict[str, Activation] = {

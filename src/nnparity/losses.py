@@ -1,5 +1,6 @@
 """Loss functions as ``torch.nn`` defines them: each value with its gradient beside it.
 
+Like the activations, they are meant to run under ``np.errstate(all="ignore")``.
 ``value(a, y, reduction)`` is the loss of the network output ``a`` against targets
 ``y``; ``gradient(a, y, reduction)`` is ``dE/da``, the notebook's ``dE_df``.
 ``reduction="mean"`` divides by the number of elements for the element-wise losses
@@ -29,7 +30,9 @@ class Loss(NamedTuple):
 
 
 def _reduce(per_item: Array, reduction: str) -> float:
-    return float(per_item.mean() if reduction == "mean" else per_item.sum())
+    # sum / count is what ndarray.mean computes, bit for bit, without its Python overhead.
+    total = np.add.reduce(per_item, axis=None)
+    return float(total / per_item.size if reduction == "mean" else total)
 
 
 def _norm(count: int, reduction: str, factor: float = 1.0) -> float:
@@ -58,9 +61,8 @@ def d_l1(a: Array, y: Array, reduction: str) -> Array:
 
 # Binary cross-entropy on probabilities: E = -(y log f + (1 - y) log(1 - f)).
 def bce(a: Array, y: Array, reduction: str) -> float:
-    with np.errstate(divide="ignore"):
-        log_a = np.maximum(np.log(a), BCE_LOG_FLOOR)
-        log_1ma = np.maximum(np.log1p(-a), BCE_LOG_FLOOR)
+    log_a = np.maximum(np.log(a), BCE_LOG_FLOOR)  # log(0) = -inf, clamped
+    log_1ma = np.maximum(np.log1p(-a), BCE_LOG_FLOOR)
     return _reduce((y - 1.0) * log_1ma - y * log_a, reduction)
 
 

@@ -35,6 +35,7 @@ class NumpyBackend:
 
     def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
         self.spec = spec
+        self._dtype = spec.np_dtype
         self._acts = [ACTIVATIONS[name] for name in spec.activations]
         self._loss = LOSSES[spec.loss]
         self._state = sgd_init(2 * spec.n_layers if spec.bias else spec.n_layers)
@@ -57,12 +58,19 @@ class NumpyBackend:
         return zs, outs
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(np.asarray(x, dtype=self.spec.np_dtype))[1][-1]
+        with np.errstate(all="ignore"):
+            return self._forward(np.asarray(x, dtype=self._dtype))[1][-1]
 
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        # Overflow gives inf and inf - inf gives NaN, silently, as in torch; the verifier
+        # reports non-finite values where they first appear.
+        with np.errstate(all="ignore"):
+            return self._step(x, y)
+
+    def _step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
         spec = self.spec
-        x = np.asarray(x, dtype=spec.np_dtype)
-        y = np.asarray(y, dtype=spec.np_dtype)
+        x = np.asarray(x, dtype=self._dtype)
+        y = np.asarray(y, dtype=self._dtype)
         zs, outs = self._forward(x)
         f = outs[-1]
         E = self._loss.value(f, y, spec.reduction)
