@@ -68,7 +68,71 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--atol", type=_tolerance, help="absolute tolerance (with --rtol)")
     ver.add_argument("--keep-going", action="store_true", help="run every step and count the divergent ones")
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_check_parser(sub)
     return parser
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _seed_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 2**32 - 1, got {value}")
+    return value
+
+
+def _add_check_parser(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser(
+        "check",
+        help="search for a network on which a backend diverges from torch",
+        description="Let hypothesis search networks (depth, widths, activations, losses, SGD options, "
+        "dtypes) for one on which CANDIDATE diverges from the reference, shrink it to the smallest "
+        "that still diverges, and write it as a config and CSV that `nnparity verify` re-runs. "
+        "Exit 0 when no network diverges, 1 on a divergence.",
+    )
+    check.add_argument("candidate", metavar="CANDIDATE", help="MODULE:CLASS (or numpy, torch)")
+    check.add_argument("--reference", default="torch", help="numpy, torch or MODULE:CLASS (default torch)")
+    check.add_argument(
+        "--examples", type=_positive_int, default=None, metavar="N", help="networks to try (default 100)"
+    )
+    check.add_argument(
+        "--seed", type=_seed_value, metavar="N", help="seed the search to repeat it (default: a new one)"
+    )
+    check.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        default=Path("nnparity-repro"),
+        help="where to write the reproduction (default ./nnparity-repro)",
+    )
+    narrow = check.add_argument_group("narrow the search to what the backend supports")
+    narrow.add_argument(
+        "--activations", type=_names, metavar="NAMES", help="e.g. sigmoid,tanh (default: all)"
+    )
+    narrow.add_argument("--losses", type=_names, metavar="NAMES", help="e.g. mse,bce (default: all)")
+    narrow.add_argument("--reductions", type=_names, metavar="NAMES", help="mean and/or sum (default: both)")
+    narrow.add_argument(
+        "--dtypes", type=_names, metavar="NAMES", help="float64 and/or float32 (default: both)"
+    )
+    narrow.add_argument("--modes", type=_names, metavar="NAMES", help="free and/or resync (default: both)")
+    narrow.add_argument(
+        "--bias", choices=("on", "off"), help="only networks with (on) or without (off) biases"
+    )
+    for option in ("momentum", "dampening", "nesterov", "weight-decay"):
+        narrow.add_argument(f"--no-{option}", action="store_true", help=f"plain SGD without {option}")
+    narrow.add_argument("--min-layers", type=_positive_int, metavar="N", help="weight layers (default 1)")
+    narrow.add_argument("--max-layers", type=_positive_int, metavar="N", help="weight layers (default 3)")
+    narrow.add_argument("--max-width", type=_positive_int, metavar="N", help="layer width (default 4)")
+    narrow.add_argument("--max-rows", type=_positive_int, metavar="N", help="batch rows (default 8)")
+    narrow.add_argument("--max-steps", type=_positive_int, metavar="N", help="SGD steps (default 4)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "seed":
             return _seed(args)
+        if args.command == "check":
+            return _check(args)
         return _verify(args)
     except NnparityError as exc:
         print(f"nnparity: error: {exc}", file=sys.stderr)
@@ -141,6 +207,38 @@ def _verify(args: argparse.Namespace) -> int:
     )
     print(report.to_json() if args.json else report.summary(), end="" if args.json else "\n")
     return EXIT_OK if report.ok else EXIT_DIVERGED
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        from nnparity.search import DEFAULT_EXAMPLES, cases, describe, search, write_reproduction
+    except ModuleNotFoundError as exc:
+        if exc.name != "hypothesis":
+            raise
+        raise NnparityError("nnparity check needs hypothesis: pip install hypothesis.") from exc
+
+    narrowing = ("modes", "activations", "losses", "reductions", "dtypes")
+    limits = ("max_steps", "max_rows", "min_layers", "max_layers", "max_width")
+    given = {name: getattr(args, name) for name in narrowing + limits if getattr(args, name) is not None}
+    if args.bias is not None:
+        given["bias"] = args.bias == "on"
+    for option in ("momentum", "dampening", "nesterov", "weight_decay"):
+        if getattr(args, f"no_{option}"):
+            given[f"allow_{option}"] = False
+    strategy = cases(**given)
+    # Let MODULE:CLASS name a module in the current directory, as `python -m` would.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    result = search(
+        args.candidate,
+        reference=args.reference,
+        examples=args.examples or DEFAULT_EXAMPLES,
+        seed=args.seed,
+        strategy=strategy,
+    )
+    files = None if result.finding is None else write_reproduction(result, args.out)
+    print(describe(result, files))
+    return EXIT_OK if result.finding is None else EXIT_DIVERGED
 
 
 if __name__ == "__main__":

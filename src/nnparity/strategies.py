@@ -1,10 +1,10 @@
 """Hypothesis strategies for networks, batches and starting weights.
 
-Public API, written the way ``hypothesis.extra.numpy`` writes its strategies:
+Public API, written the way ``hypothesis.extra.numpy`` writes its strategies: the
 options are keyword-only, and a bad option raises :class:`nnparity.NnparityError`
-when the strategy is made, not when it is drawn from::
+when the strategy is made, before anything is drawn::
 
-    from hypothesis import given
+    from hypothesis import given, strategies as st
     from nnparity import verify
     from nnparity.strategies import batches, initial_params, network_specs
 
@@ -15,23 +15,43 @@ when the strategy is made, not when it is drawn from::
         params = data.draw(initial_params(spec))
         assert verify(spec, x, y, steps=3, params=params, candidate=MyBackend).ok
 
-Every value is drawn where float64 and float32 are both meaningful, so that a
-divergence at the verifier's default tolerances is a bug rather than rounding:
+Values are drawn where float64 and float32 are both meaningful: where two correct
+backends, which round differently, still agree at the verifier's default tolerances
+(float32's rtol is only about ten units in the last place), so that a divergence is a
+bug and not rounding. The default ranges come from letting hypothesis hunt for
+divergences between the built-in NumPy and torch backends (``hypothesis.target`` on
+the largest error) and narrowing until it found none in 8,000 networks; each limit
+below is one a hunt crossed:
 
-- inputs and regression targets are bounded (``|x| <= max_abs``, default 2) and
-  exactly representable in float32, so a float32 and a float64 run see the same data;
-  no subnormal numbers;
-- starting weights come from :func:`nnparity.init_params` (uniform on [0, 1) or
-  ``nn.Linear``'s small uniform range), so pre-activations stay in the tens at most
-  and no sigmoid saturates to exactly 0 or 1;
-- learning rates are at most ``max_lr`` (default 0.5) with ``reduction="mean"``, and
-  ``max_lr / 8`` with ``reduction="sum"`` (a sum over up to 8 rows is up to 8 times
-  steeper), momentum at most 0.9: a few steps of training do not explode, since an
-  exploding run legitimately amplifies float32 rounding beyond any tolerance.
+- layers are at most 4 wide (``max_width``). At width 6, a three-layer float32 network
+  with ``reduction="sum"``, e.g. sizes (6, 4, 6, 5), sums gradient terms in the
+  hundreds to a result near 1, and the two backends' summation orders then differ by
+  1.5e-5, more than float32's ``atol`` of 1e-5: catastrophic cancellation, not a bug.
+- inputs and regression targets lie in [-1, 1] (``max_abs``). With [-2, 2] the same
+  float32 cancellation appears at width 6 even with tiny learning rates.
+- learning rates lie in [0.001, 0.1] with ``reduction="mean"``. From 0.2, with
+  momentum and the notebook's all-positive ``numpy-rand`` weights, three layers of
+  training overshoot and explode within five steps, in float64 up to ``inf``, which
+  never agrees with anything; float32 rounding is amplified long before that.
+- with ``reduction="sum"`` the learning rate is also divided by ``8 * max_width``
+  (8 rows by ``max_width`` outputs, the most a batch has by default): a summed loss
+  is up to that many times steeper than its mean, and summed networks exploded
+  without the divisor.
+- starting weights come from :func:`nnparity.init_params` (uniform on [0, 1), or
+  ``nn.Linear``'s small uniform range), never larger.
+- every input and target is exactly representable in float32 and not subnormal, so a
+  float32 run and a float64 run of the same example see the same numbers.
+
+Float32 still cannot follow float64 everywhere in these ranges: a sigmoid output
+rounds to exactly 1.0 in float32 once its input passes about 16.6, where ``BCELoss``
+clamps ``log(0)`` to -100 while float64 still resolves it. That is torch's own reason
+for ``BCEWithLogitsLoss``, and it leaves the NumPy and torch backends in agreement
+(both saturate alike); only a comparison of float32 with float64 must leave ``bce`` out.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection
 from typing import Any, NamedTuple
@@ -47,17 +67,16 @@ from nnparity.optim import SGD
 from nnparity.records import LayerParams
 from nnparity.spec import PROBABILITY_LOSSES, NetworkSpec
 
-__all__ = ["batches", "initial_params", "network_specs", "output_activations"]
+__all__ = ["batches", "init_choices", "initial_params", "network_specs", "output_activations"]
 
 MAX_SEED = 2**32 - 1
+DEFAULT_MAX_ROWS = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-DTYPE_ORDER = ("float64", "float32")  # float64 first: examples shrink towards it
-# With reduction="sum" the learning rate is divided by this (the most rows `batches` draws
-# by default), so that a sum over a batch steps about as far as a mean does.
-SUM_LR_DIVISOR = 8.0
+DTYPE_ORDER = ("float64", "float32")  # float64 first, so that examples shrink towards it
 MOMENTUM_RANGE = (0.1, 0.9)
 DAMPENING_RANGE = (0.1, 0.9)
 WEIGHT_DECAY_RANGE = (1e-3, 0.1)
+_BOOLEANS = st.booleans()
 
 
 def output_activations(loss: str, activations: Collection[str] = tuple(ACTIVATIONS)) -> tuple[str, ...]:
@@ -66,19 +85,22 @@ def output_activations(loss: str, activations: Collection[str] = tuple(ACTIVATIO
     return tuple(a for a in activations if needed is None or a in needed)
 
 
-class _SpecOptions(NamedTuple):
-    layers: tuple[int, int]
-    widths: tuple[int, int]
-    activations: tuple[str, ...]
-    losses: tuple[str, ...]
-    reductions: tuple[str, ...]
-    dtypes: tuple[str, ...]
-    bias: bool | None
-    lr: tuple[float, float]
-    momentum: bool
-    dampening: bool
+class _SpecStrategies(NamedTuple):
+    """The strategies a spec is drawn from, built once per ``network_specs`` call."""
+
+    n_layers: st.SearchStrategy[int]
+    width: st.SearchStrategy[int]
+    loss: st.SearchStrategy[str]
+    hidden: st.SearchStrategy[str]
+    output: dict[str, st.SearchStrategy[str]]  # by loss
+    reduction: st.SearchStrategy[str]
+    bias: st.SearchStrategy[bool]
+    lr: dict[str, st.SearchStrategy[float]]  # by reduction
+    momentum: st.SearchStrategy[float] | None
+    dampening: st.SearchStrategy[float] | None
     nesterov: bool
-    weight_decay: bool
+    weight_decay: st.SearchStrategy[float] | None
+    dtype: st.SearchStrategy[str]
 
 
 def network_specs(
@@ -86,58 +108,57 @@ def network_specs(
     min_layers: int = 1,
     max_layers: int = 3,
     min_width: int = 1,
-    max_width: int = 6,
+    max_width: int = 4,
     activations: Collection[str] | None = None,
     losses: Collection[str] | None = None,
     reductions: Collection[str] | None = None,
     dtypes: Collection[str] | None = None,
     bias: bool | None = None,
     min_lr: float = 1e-3,
-    max_lr: float = 0.5,
+    max_lr: float = 0.1,
     allow_momentum: bool = True,
     allow_dampening: bool = True,
     allow_nesterov: bool = True,
     allow_weight_decay: bool = True,
 ) -> st.SearchStrategy[NetworkSpec]:
-    """A strategy for any valid :class:`nnparity.NetworkSpec`.
+    """A strategy for valid :class:`nnparity.NetworkSpec` values.
 
     * ``min_layers``, ``max_layers``: how many weight layers (1 to 3 by default).
     * ``min_width``, ``max_width``: the width of every layer, input and output
-      included (1 to 6 by default).
-    * ``activations``: the activation names to draw from (default: all of them);
-      the output layer gets one its loss accepts (``bce`` needs ``sigmoid``).
-    * ``losses``, ``reductions``, ``dtypes``: names to draw from (default: all;
-      with ``losses=None`` only the losses the activations allow). A loss named
-      here must be possible with the activations given.
+      included (1 to 4 by default).
+    * ``activations``: the activation names to draw from (default: all of them).
+      The output layer gets one its loss accepts (``bce`` needs ``sigmoid``).
+    * ``losses``, ``reductions``, ``dtypes``: the names to draw from (default: all;
+      for ``losses=None``, all that ``activations`` allow). A loss named here must
+      be possible with the activations given.
     * ``bias``: ``True`` or ``False`` for every network, ``None`` for either.
-    * ``min_lr``, ``max_lr``: the learning-rate range, ``0 <= min_lr <= max_lr``.
-      With ``reduction="sum"`` both are divided by 8 (see the module docstring).
+    * ``min_lr``, ``max_lr``: the learning rate, ``0 <= min_lr <= max_lr``; with
+      ``reduction="sum"`` both are divided by ``8 * max_width`` (see the module).
     * ``allow_momentum``, ``allow_dampening``, ``allow_nesterov``,
-      ``allow_weight_decay``: whether SGD's options may be non-default. Momentum and
-      dampening are drawn from [0.1, 0.9], weight decay from [0.001, 0.1]; Nesterov
+      ``allow_weight_decay``: whether those SGD options may be drawn. Momentum and
+      dampening come from [0.1, 0.9], weight decay from [0.001, 0.1]; Nesterov
       momentum only with momentum and without dampening, as torch requires.
 
-    Shrinking moves towards fewer and narrower layers, the first name of each
-    list in nnparity's order (``identity``, ``mse``, ``mean``, ``float64``), no bias
-    and plain SGD, so a failing example shrinks to the simplest network that fails.
+    Examples shrink towards fewer and narrower layers, the first names in nnparity's
+    order (``identity``, ``mse``, ``mean``, ``float64``), no bias and plain SGD, so a
+    failure shrinks to the simplest network that still fails.
     """
-    layers = _int_range("layers", min_layers, max_layers, floor=1)
-    widths = _int_range("width", min_width, max_width, floor=1)
-    acts = _names("activations", activations, tuple(ACTIVATIONS))
+    where = "network_specs"
+    layers = _int_range(where, "layers", min_layers, max_layers, floor=1)
+    widths = _int_range(where, "width", min_width, max_width, floor=1)
+    acts = _names(where, "activations", activations, tuple(ACTIVATIONS))
     if losses is None:
         loss_names = tuple(loss for loss in LOSSES if output_activations(loss, acts))
     else:
-        loss_names = _names("losses", losses, tuple(LOSSES))
+        loss_names = _names(where, "losses", losses, tuple(LOSSES))
         for loss in loss_names:
             if not output_activations(loss, acts):
-                needed = " or ".join(PROBABILITY_LOSSES[loss])
                 raise NnparityError(
-                    f"network_specs: loss {loss!r} needs the output activation {needed}, "
-                    f"which activations={list(acts)!r} leaves out."
+                    f"{where}: loss {loss!r} needs the output activation "
+                    f"{' or '.join(PROBABILITY_LOSSES[loss])}, which activations={list(acts)!r} leaves out."
                 )
     if bias is not None and not isinstance(bias, bool):
-        raise NnparityError(f"network_specs: bias must be True, False or None; got {bias!r}.")
-    lr = _float_range("lr", min_lr, max_lr)
+        raise NnparityError(f"{where}: bias must be True, False or None; got {bias!r}.")
     flags = {
         "allow_momentum": allow_momentum,
         "allow_dampening": allow_dampening,
@@ -146,88 +167,94 @@ def network_specs(
     }
     for name, value in flags.items():
         if not isinstance(value, bool):
-            raise NnparityError(f"network_specs: {name} must be True or False; got {value!r}.")
-    options = _SpecOptions(
-        layers=layers,
-        widths=widths,
-        activations=acts,
-        losses=loss_names,
-        reductions=_names("reductions", reductions, REDUCTIONS),
-        dtypes=_names("dtypes", dtypes, DTYPE_ORDER),
-        bias=bias,
-        lr=lr,
-        momentum=allow_momentum,
-        dampening=allow_dampening,
-        nesterov=allow_nesterov,
-        weight_decay=allow_weight_decay,
+            raise NnparityError(f"{where}: {name} must be True or False; got {value!r}.")
+    lo, hi = _float_range(where, "lr", min_lr, max_lr)
+    sum_divisor = DEFAULT_MAX_ROWS * widths[1]
+    reduction_names = _names(where, "reductions", reductions, REDUCTIONS)
+    return _specs(
+        _SpecStrategies(
+            n_layers=st.integers(*layers),
+            width=st.integers(*widths),
+            loss=st.sampled_from(loss_names),
+            hidden=st.sampled_from(acts),
+            output={loss: st.sampled_from(output_activations(loss, acts)) for loss in loss_names},
+            reduction=st.sampled_from(reduction_names),
+            bias=st.booleans() if bias is None else st.just(bias),
+            lr={
+                "mean": st.floats(lo, hi),
+                "sum": st.floats(lo / sum_divisor, hi / sum_divisor),
+            },
+            momentum=st.floats(*MOMENTUM_RANGE) if allow_momentum else None,
+            dampening=st.floats(*DAMPENING_RANGE) if allow_dampening else None,
+            nesterov=allow_nesterov,
+            weight_decay=st.floats(*WEIGHT_DECAY_RANGE) if allow_weight_decay else None,
+            dtype=st.sampled_from(_names(where, "dtypes", dtypes, DTYPE_ORDER)),
+        )
     )
-    return _specs(options)
 
 
 @st.composite
-def _specs(draw: Any, opts: _SpecOptions) -> NetworkSpec:
-    n_layers = draw(st.integers(*opts.layers))
-    sizes = tuple(draw(st.integers(*opts.widths)) for _ in range(n_layers + 1))
-    loss = draw(st.sampled_from(opts.losses))
-    hidden = [draw(st.sampled_from(opts.activations)) for _ in range(n_layers - 1)]
-    output = draw(st.sampled_from(output_activations(loss, opts.activations)))
-    reduction = draw(st.sampled_from(opts.reductions))
+def _specs(draw: Any, s: _SpecStrategies) -> NetworkSpec:
+    n_layers = draw(s.n_layers)
+    sizes = tuple(draw(s.width) for _ in range(n_layers + 1))
+    loss = draw(s.loss)
+    hidden = [draw(s.hidden) for _ in range(n_layers - 1)]
+    output = draw(s.output[loss])
+    reduction = draw(s.reduction)
+    bias = draw(s.bias)
+    lr = draw(s.lr[reduction])
+    momentum = dampening = weight_decay = 0.0
+    nesterov = False
+    if s.momentum is not None and draw(_BOOLEANS):
+        momentum = draw(s.momentum)
+        if s.dampening is not None and draw(_BOOLEANS):
+            dampening = draw(s.dampening)
+        elif s.nesterov:
+            nesterov = draw(_BOOLEANS)
+    if s.weight_decay is not None and draw(_BOOLEANS):
+        weight_decay = draw(s.weight_decay)
     return NetworkSpec(
         sizes=sizes,
         activations=(*hidden, output),
-        bias=draw(st.booleans()) if opts.bias is None else opts.bias,
+        bias=bias,
         loss=loss,
         reduction=reduction,
-        optimizer=draw(_sgd(opts, SUM_LR_DIVISOR if reduction == "sum" else 1.0)),
-        dtype=draw(st.sampled_from(opts.dtypes)),
+        optimizer=SGD(
+            lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov
+        ),
+        dtype=draw(s.dtype),
     )
 
 
-@st.composite
-def _sgd(draw: Any, opts: _SpecOptions, lr_divisor: float) -> SGD:
-    lo, hi = opts.lr
-    lr = draw(st.floats(lo / lr_divisor, hi / lr_divisor))
-    momentum = dampening = weight_decay = 0.0
-    nesterov = False
-    if opts.momentum and draw(st.booleans()):
-        momentum = draw(st.floats(*MOMENTUM_RANGE))
-        if opts.dampening and draw(st.booleans()):
-            dampening = draw(st.floats(*DAMPENING_RANGE))
-        elif opts.nesterov:
-            nesterov = draw(st.booleans())
-    if opts.weight_decay and draw(st.booleans()):
-        weight_decay = draw(st.floats(*WEIGHT_DECAY_RANGE))
-    return SGD(lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
-
-
 def batches(
-    spec: NetworkSpec, *, min_rows: int = 1, max_rows: int = 8, max_abs: float = 2.0
+    spec: NetworkSpec, *, min_rows: int = 1, max_rows: int = DEFAULT_MAX_ROWS, max_abs: float = 1.0
 ) -> st.SearchStrategy[tuple[np.ndarray, np.ndarray]]:
-    """A strategy for a batch ``(x, y)`` that suits ``spec``, as arrays of its dtype.
+    """A strategy for a batch ``(x, y)`` that suits ``spec``: two arrays of its dtype.
 
     * ``min_rows``, ``max_rows``: how many rows (1 to 8 by default).
     * ``max_abs``: inputs, and the targets of ``mse`` and ``l1``, lie in
-      ``[-max_abs, max_abs]`` (default 2).
+      ``[-max_abs, max_abs]`` (default 1; see the module on why not more).
 
     Targets are what the loss needs: values in [0, 1] for ``bce`` and
     ``bce_with_logits``, rows of class probabilities (non-negative, summing to 1)
-    for ``cross_entropy``. Every value is finite, not subnormal and exactly
-    representable in float32.
+    for ``cross_entropy``. Every value is finite, not subnormal and, before a
+    cross-entropy row is scaled to sum to 1, exactly representable in float32.
     """
+    where = "batches"
     if not isinstance(spec, NetworkSpec):
-        raise NnparityError(f"batches: spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
-    rows = _int_range("rows", min_rows, max_rows, floor=1)
-    bound = _number("max_abs", max_abs)
+        raise NnparityError(f"{where}: spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
+    rows = _int_range(where, "rows", min_rows, max_rows, floor=1)
+    bound = _number(where, "max_abs", max_abs)
     if not 0 < bound <= FLOAT32_MAX:
-        raise NnparityError(f"batches: max_abs must be > 0 and at most float32's largest; got {max_abs!r}.")
-    return _batches(spec, rows, _float32_below(bound))
+        raise NnparityError(f"{where}: max_abs must be > 0 and at most float32's largest; got {max_abs!r}.")
+    return _batches(spec, rows, _float32_at_most(bound))
 
 
 @st.composite
 def _batches(
     draw: Any, spec: NetworkSpec, rows: tuple[int, int], max_abs: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    n = draw(st.integers(*rows))
+    n = draw(_integers(*rows))
     n_in, n_out = spec.sizes[0], spec.sizes[-1]
     x = draw(_matrix(n, n_in, -max_abs, max_abs))
     if spec.loss in ("mse", "l1"):
@@ -239,20 +266,18 @@ def _batches(
     return x.astype(spec.np_dtype), y.astype(spec.np_dtype)
 
 
+@functools.lru_cache(maxsize=1024)
 def _matrix(rows: int, cols: int, lo: float, hi: float) -> st.SearchStrategy[np.ndarray]:
-    # Python floats that float32 represents exactly, drawn into a float64 array.
+    # Strategies are cached: building and validating them costs more than drawing from them.
     element = st.floats(lo, hi, width=32, allow_subnormal=False)
     return st.lists(element, min_size=rows * cols, max_size=rows * cols).map(
         lambda values: np.array(values, dtype=np.float64).reshape(rows, cols)
     )
 
 
-def _float32_below(value: float) -> float:
-    """The largest float32 number <= ``value`` (hypothesis needs float32 bounds for width=32)."""
-    rounded = np.float32(value)
-    if float(rounded) > value:
-        rounded = np.nextafter(rounded, np.float32(0))
-    return float(rounded)
+@functools.lru_cache(maxsize=64)
+def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
 
 
 def _probability_rows(weights: np.ndarray) -> np.ndarray:
@@ -262,64 +287,70 @@ def _probability_rows(weights: np.ndarray) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
+def _float32_at_most(value: float) -> float:
+    """The largest float32 number <= ``value`` (hypothesis needs float32 bounds for width=32)."""
+    rounded = np.float32(value)
+    if float(rounded) > value:
+        rounded = np.nextafter(rounded, np.float32(0))
+    return float(rounded)
+
+
 def initial_params(
     spec: NetworkSpec, *, schemes: Collection[str] | None = None
 ) -> st.SearchStrategy[list[LayerParams]]:
-    """A strategy for starting weights for ``spec``: ``init_params(spec, seed=..., scheme=...)``.
+    """A strategy for starting weights: ``init_params(spec, scheme=..., seed=...)``.
 
     * ``schemes``: the :func:`nnparity.init_params` schemes to draw from (default:
       ``"numpy-rand"`` and ``"torch"``).
 
-    The weights are drawn as a scheme and a seed, not element by element, so any
-    example can be written down exactly as a config's ``[init] scheme`` and
-    ``seed``; hypothesis prints a falsifying example as that call.
+    The weights are drawn as a scheme and a seed, not element by element, so that
+    any example can be written down exactly as a config's ``[init] scheme`` and
+    ``seed``; hypothesis prints a failing example as that call.
     """
     if not isinstance(spec, NetworkSpec):
         raise NnparityError(f"initial_params: spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
-    names = _names("schemes", schemes, SCHEMES, where="initial_params")
+    names = _names("initial_params", "schemes", schemes, SCHEMES)
     return st.builds(init_params, st.just(spec), scheme=st.sampled_from(names), seed=st.integers(0, MAX_SEED))
 
 
-def init_choices(schemes: Collection[str] = SCHEMES) -> st.SearchStrategy[tuple[str, int]]:
-    """``(scheme, seed)`` pairs, as :func:`initial_params` draws them."""
-    names = _names("schemes", schemes, SCHEMES, where="init_choices")
+def init_choices(*, schemes: Collection[str] | None = None) -> st.SearchStrategy[tuple[str, int]]:
+    """A strategy for ``(scheme, seed)`` pairs, as :func:`initial_params` draws them."""
+    names = _names("init_choices", "schemes", schemes, SCHEMES)
     return st.tuples(st.sampled_from(names), st.integers(0, MAX_SEED))
 
 
-def _int_range(name: str, min_value: object, max_value: object, *, floor: int) -> tuple[int, int]:
-    lo, hi = _whole(f"min_{name}", min_value), _whole(f"max_{name}", max_value)
+def _int_range(where: str, name: str, min_value: object, max_value: object, *, floor: int) -> tuple[int, int]:
+    lo, hi = _whole(where, f"min_{name}", min_value), _whole(where, f"max_{name}", max_value)
     if lo < floor:
-        raise NnparityError(f"min_{name} must be at least {floor}; got {lo}.")
+        raise NnparityError(f"{where}: min_{name} must be at least {floor}; got {lo}.")
     if lo > hi:
-        raise NnparityError(f"min_{name}={lo} is larger than max_{name}={hi}.")
+        raise NnparityError(f"{where}: min_{name}={lo} is larger than max_{name}={hi}.")
     return lo, hi
 
 
-def _float_range(name: str, min_value: object, max_value: object) -> tuple[float, float]:
-    lo, hi = _number(f"min_{name}", min_value), _number(f"max_{name}", max_value)
+def _float_range(where: str, name: str, min_value: object, max_value: object) -> tuple[float, float]:
+    lo, hi = _number(where, f"min_{name}", min_value), _number(where, f"max_{name}", max_value)
     if lo > hi:
-        raise NnparityError(f"min_{name}={lo} is larger than max_{name}={hi}.")
+        raise NnparityError(f"{where}: min_{name}={lo} is larger than max_{name}={hi}.")
     return lo, hi
 
 
-def _whole(label: str, value: object) -> int:
+def _whole(where: str, label: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise NnparityError(f"{label} must be a whole number; got {value!r}.")
+        raise NnparityError(f"{where}: {label} must be a whole number; got {value!r}.")
     return value
 
 
-def _number(label: str, value: object) -> float:
-    """A finite number >= 0."""
+def _number(where: str, label: str, value: object) -> float:
+    """``value`` as a float, if it is a finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise NnparityError(f"{label} must be a number; got {value!r}.")
+        raise NnparityError(f"{where}: {label} must be a number; got {value!r}.")
     if not (math.isfinite(value) and value >= 0):
-        raise NnparityError(f"{label} must be a finite number >= 0; got {value!r}.")
+        raise NnparityError(f"{where}: {label} must be a finite number >= 0; got {value!r}.")
     return float(value)
 
 
-def _names(
-    what: str, given: object, known: tuple[str, ...], *, where: str = "network_specs"
-) -> tuple[str, ...]:
+def _names(where: str, what: str, given: object, known: tuple[str, ...]) -> tuple[str, ...]:
     """The names in ``given`` (all of ``known`` for ``None``), in ``known``'s order."""
     if given is None:
         return known
