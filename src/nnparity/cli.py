@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--atol", type=_tolerance, help="absolute tolerance (with --rtol)")
     ver.add_argument("--keep-going", action="store_true", help="run every step and count the divergent ones")
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
+    ver.add_argument("--report", type=Path, metavar="FILE.csv", help="write the per-step trace as CSV")
+    ver.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help="draw the run (needs matplotlib: nnparity[plot])"
+    )
     _add_check_parser(sub)
     return parser
 
@@ -162,10 +166,17 @@ def _verify(args: argparse.Namespace) -> int:
     from nnparity.config import RunConfig, load_config
     from nnparity.dataset import load_csv, or_table
     from nnparity.initialization import init_params
+    from nnparity.plot import check_writable, plot_report, require_matplotlib, write_trace_csv
     from nnparity.verify import verify
 
     if (args.rtol is None) != (args.atol is None):
         raise NnparityError("--rtol and --atol go together: give both or neither.")
+    # Fail before a long run, not after it.
+    for path in (args.report, args.plot):
+        if path is not None:
+            check_writable(path)
+    if args.plot is not None:
+        require_matplotlib()
     config = load_config(args.config) if args.config else RunConfig()
     csv = args.data or config.csv
     index = args.index if args.index is not None else (None if args.data else config.index)
@@ -206,6 +217,10 @@ def _verify(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty() and not args.json,
     )
     print(report.to_json() if args.json else report.summary(), end="" if args.json else "\n")
+    if args.report is not None:
+        write_trace_csv(report, args.report)
+    if args.plot is not None:
+        plot_report(report, args.plot)
     return EXIT_OK if report.ok else EXIT_DIVERGED
 
 

@@ -22,8 +22,10 @@ class Divergence:
     ``step`` counts from 0 (the notebook's "error at step 0"); ``layer`` is the
     0-based weight layer (``None`` for the loss); ``index`` the worst element of
     the tensor (``None`` when the tensor could not be compared at all, which
-    ``message`` then explains). ``verdict`` and ``hint`` are ``None`` until the
-    diagnosis fills them.
+    ``message`` then explains). ``verdict`` (``candidate``, ``reference`` or
+    ``undetermined``), ``hint`` and the oracle's value at ``index`` with its own
+    error bound (``oracle_value``, ``oracle_err``; ``oracle`` says how it was
+    computed) are ``None`` until :func:`nnparity.diagnosis.diagnose` fills them.
     """
 
     step: int
@@ -42,6 +44,9 @@ class Divergence:
     rtol: float = math.nan
     atol: float = math.nan
     message: str | None = None
+    oracle_value: float | None = None
+    oracle_err: float | None = None
+    oracle: str | None = None
 
     @property
     def place(self) -> str:
@@ -69,6 +74,13 @@ class Divergence:
                 f"(absolute {self.abs_err:.3g}, relative {self.rel_err:.3g}; "
                 f"allowed atol {self.atol:g} + rtol {self.rtol:g} x |reference|)",
             ]
+            if self.oracle_value is not None:
+                err = "" if self.oracle_err is None else f" +- {self.oracle_err:.2g}"
+                lines.append(
+                    f"Oracle ({self.oracle}): {self.oracle_value!r}{err} "
+                    f"(candidate off by {abs(self.candidate_value - self.oracle_value):.3g}, "
+                    f"reference by {abs(self.reference_value - self.oracle_value):.3g})"
+                )
         if self.verdict:
             lines.append(
                 f"Verdict: the {self.verdict} is wrong."

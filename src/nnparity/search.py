@@ -10,6 +10,7 @@ writes it as a config and a CSV file that ``nnparity verify`` re-runs exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -85,7 +86,9 @@ def _cases(
     return Case(spec, x, y, scheme, seed, steps, draw(st.sampled_from(modes)))
 
 
-def run_case(case: Case, candidate: str | type, reference: str | type = "torch") -> Report:
+def run_case(
+    case: Case, candidate: str | type, reference: str | type = "torch", *, diagnosis: bool = True
+) -> Report:
     """Verify ``candidate`` against ``reference`` on ``case``."""
     return verify(
         case.spec,
@@ -96,6 +99,7 @@ def run_case(case: Case, candidate: str | type, reference: str | type = "torch")
         candidate=candidate,
         reference=reference,
         mode=case.mode,
+        diagnosis=diagnosis,
     )
 
 
@@ -165,7 +169,7 @@ def search(
     def probe(case: Case) -> None:
         counts["runs"] += 1
         try:
-            report = run_case(case, candidate, reference)
+            report = run_case(case, candidate, reference, diagnosis=False)  # diagnosed once, at the end
         except Exception as exc:  # a crash on some network is a finding too
             findings.append(Finding(case, None, f"{type(exc).__name__}: {exc}"))
             raise _CaseFailedError from exc
@@ -196,6 +200,9 @@ def search(
         if not findings:  # not a failure of the case: a bug of ours, or hypothesis' own error
             raise
     seconds = time.perf_counter() - start
+    if findings and findings[-1].report is not None:  # the shrunk case, now with its diagnosis
+        last = findings[-1]
+        findings[-1] = dataclasses.replace(last, report=run_case(last.case, candidate, reference))
     return SearchResult(
         candidate=backend_label(candidate),
         reference=backend_label(reference),

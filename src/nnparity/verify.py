@@ -11,6 +11,7 @@ import pandas as pd
 
 from nnparity.backend import Backend, backend_label, load_backend
 from nnparity.compare import STAGES, Comparator, StepComparison, tolerance_for
+from nnparity.diagnosis import StepRecord, diagnose
 from nnparity.errors import NnparityError
 from nnparity.initialization import check_params, init_params
 from nnparity.records import LayerParams, StepResult, as_real, copy_params
@@ -39,6 +40,7 @@ def verify(
     atol: float | None = None,
     keep_going: bool = False,
     progress: bool = False,
+    diagnosis: bool = True,
 ) -> Report:
     """Train ``candidate`` and ``reference`` in lockstep on ``(x, y)`` and compare every step.
 
@@ -48,7 +50,9 @@ def verify(
     parameters after every step, so each step tests one step's math from
     identical weights. ``rtol`` and ``atol`` override the dtype's default
     tolerance together. The run stops at the first divergence unless
-    ``keep_going``, which runs every step and counts the divergent ones.
+    ``keep_going``, which runs every step and counts the divergent ones. The
+    first divergence is diagnosed (``verdict``, ``hint``, the oracle's value; see
+    :mod:`nnparity.diagnosis`) unless ``diagnosis=False``.
     """
     if not isinstance(spec, NetworkSpec):
         raise NnparityError(f"spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
@@ -68,6 +72,10 @@ def verify(
     first: Divergence | None = None
     divergent = 0
     final: dict[str, list[LayerParams]] = {"candidate": start, "reference": start}
+    # What the diagnosis needs at a divergence: the parameters each side started the step with,
+    # and the step before (its momentum buffers are read back from that step's update).
+    starts: dict[str, list[LayerParams]] = {"candidate": start, "reference": start}
+    previous: dict[str, StepRecord] | None = None
     interrupted = False
     bar = _progress_bar(steps) if progress else None
     try:
@@ -85,6 +93,10 @@ def verify(
                 first, divergent = first or _raised(t, "reference", "step", rr), divergent + 1
                 break
             found = comparator.compare(rc, rr, t)
+            if diagnosis and first is None and found.divergence is not None:
+                results = {"candidate": rc, "reference": rr}
+                why = diagnose(spec, x, y, starts, results, found.divergence, previous=previous)
+                found = found._replace(divergence=why.apply(found.divergence))
             trace.append(_as_float(getattr(rc, "loss", None)), _as_float(rr.loss), found)
             final = {"candidate": _params_or_empty(rc), "reference": _params_or_empty(rr)}
             if bar is not None:
@@ -100,6 +112,14 @@ def verify(
                 except Exception as exc:  # a candidate's failure is a finding, not a crash
                     first, divergent = first or _raised(t, "candidate", "set_params", exc), divergent + 1
                     break
+            previous = {
+                "candidate": StepRecord(starts["candidate"], rc),
+                "reference": StepRecord(starts["reference"], rr),
+            }
+            starts = {
+                "candidate": final["reference" if mode == "resync" else "candidate"],
+                "reference": final["reference"],
+            }
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -210,6 +230,7 @@ def _raised(step: int, role: str, method: str, exc: Exception) -> Divergence:
         reference_value=nan,
         abs_err=nan,
         rel_err=nan,
+        verdict=role,
         message=f"the {role}'s {method}() raised {type(exc).__name__}: {exc}",
     )
 
