@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
@@ -22,8 +24,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
     session.install(*PINNED, "ruff")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "noxfile.py")
 
 
 @nox.session(python=PYTHON)
@@ -38,3 +40,28 @@ def seed(session: nox.Session) -> None:
     """Run the reference notebook's experiment on both backends."""
     session.install(*PINNED, "-e", ".")
     session.run("nnparity", "seed")
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Time the lockstep verification against the notebook's own loops (pass options after --)."""
+    session.install(*PINNED, "-e", ".")
+    session.run("python", "benchmarks/bench_notebook.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def mutants(session: nox.Session) -> None:
+    """Plant the catalog's backprop bugs in the NumPy backend; each must be caught where it belongs."""
+    session.install(*PINNED, "-e", ".")
+    session.run("nnparity", "mutants", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutation-test the backprop math with mutmut ([tool.mutmut] in pyproject.toml); list the survivors."""
+    session.install(*PINNED, ".[test]", "mutmut")
+    # torch's thread pool does not survive mutmut's fork: one thread, or mutants hang until they time out.
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    jobs = str(os.cpu_count() or 1)
+    session.run("mutmut", "run", "--max-children", jobs, *session.posargs, env=env)
+    session.run("mutmut", "results", env=env)

@@ -44,11 +44,16 @@ class Backend(Protocol):
 
 
 def load_backend(name_or_path: str | type) -> type[Backend]:
-    """A backend class from ``"numpy"``, ``"torch"``, ``"package.module:Class"`` or a class."""
+    """A backend class from ``"numpy"``, ``"torch"``, ``"package.module:Class"``, a trajectory
+    file ``"run.npz"`` (replayed, see :mod:`nnparity.trajectory`) or a class."""
     if isinstance(name_or_path, type):
         return _check_class(name_or_path, name_or_path.__qualname__)
     if not isinstance(name_or_path, str):
         raise NnparityError(f"A backend is a name, a 'module:Class' string or a class; got {name_or_path!r}.")
+    if name_or_path.endswith(".npz"):  # a recorded trajectory, replayed as a backend
+        from nnparity.trajectory import replay_backend
+
+        return replay_backend(name_or_path)
     target = BUILTIN_BACKENDS.get(name_or_path, name_or_path)
     module_name, sep, class_name = target.partition(":")
     if not sep or not module_name or not class_name:

@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--targets", help="comma-separated target columns (default: the last column)")
     ver.add_argument("--steps", type=_positive_int, help="SGD steps (default: the config's, or 10000)")
     ver.add_argument("--candidate", default="numpy", help="numpy, torch or MODULE:CLASS (default numpy)")
-    ver.add_argument("--reference", default="torch", help="numpy, torch or MODULE:CLASS (default torch)")
+    ver.add_argument(
+        "--reference",
+        default="torch",
+        help="numpy, torch, MODULE:CLASS or a trajectory FILE.npz from nnparity record (default torch)",
+    )
     ver.add_argument("--mode", choices=("free", "resync"), help="free (default) or resync")
     ver.add_argument("--rtol", type=_tolerance, help="relative tolerance (with --atol)")
     ver.add_argument("--atol", type=_tolerance, help="absolute tolerance (with --rtol)")
@@ -73,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", type=Path, metavar="FILE.png", help="draw the run (needs matplotlib: nnparity[plot])"
     )
     _add_check_parser(sub)
+    from nnparity.mutants import add_mutants_parser
+    from nnparity.trajectory import add_record_parser
+
+    add_record_parser(sub)
+    add_mutants_parser(sub)
     return parser
 
 
@@ -146,6 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _seed(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "record":
+            from nnparity.trajectory import run_record
+
+            return run_record(args)
+        if args.command == "mutants":
+            from nnparity.mutants import run_mutants
+
+            return run_mutants(args)
         return _verify(args)
     except NnparityError as exc:
         print(f"nnparity: error: {exc}", file=sys.stderr)
@@ -199,6 +216,12 @@ def _verify(args: argparse.Namespace) -> int:
     config = replace(config, steps=args.steps or config.steps, mode=args.mode or config.mode)
     rtol = args.rtol if args.rtol is not None else config.rtol
     atol = args.atol if args.atol is not None else config.atol
+    if args.reference.endswith(".npz"):  # a recording: its own starting weights, checked against the run
+        from nnparity.trajectory import start_for_replay
+
+        params = start_for_replay(args.reference, config, data.x, data.y)
+    else:
+        params = init_params(config.spec, seed=config.seed, scheme=config.scheme)
     # Let MODULE:CLASS name a module in the current directory, as `python -m` would.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -207,7 +230,7 @@ def _verify(args: argparse.Namespace) -> int:
         data.x,
         data.y,
         steps=config.steps,
-        params=init_params(config.spec, seed=config.seed, scheme=config.scheme),
+        params=params,
         candidate=args.candidate,
         reference=args.reference,
         mode=config.mode,
