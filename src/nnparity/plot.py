@@ -8,17 +8,16 @@ to a temporary file beside the target, then ``os.replace``, so a reader never se
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nnparity.errors import NnparityError
+from nnparity.files import atomic_write
 from nnparity.report import Report
 
 STAGES = ("forward", "loss", "gradient", "update")
@@ -201,25 +200,4 @@ def _format(path: str | os.PathLike[str]) -> str:
 
 def _atomic(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
     """Run ``write(temporary path)`` beside ``path``, then move the result into place."""
-    target = check_writable(path)
-    with _temporary(target.parent, target.name) as tmp:
-        try:
-            write(tmp)
-        except OSError as exc:
-            raise NnparityError(f"Cannot write {target}: {exc.strerror or exc}.") from exc
-        os.replace(tmp, target)
-    return target
-
-
-@contextlib.contextmanager
-def _temporary(directory: Path, name: str) -> Iterator[str]:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    except OSError as exc:
-        raise NnparityError(f"Cannot write in {directory}: {exc.strerror or exc}.") from exc
-    os.close(fd)
-    try:
-        yield tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    return atomic_write(check_writable(path), write)

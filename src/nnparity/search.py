@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 
 from nnparity.backend import backend_label, load_backend
 from nnparity.errors import NnparityError
+from nnparity.files import atomic_write_text
 from nnparity.initialization import init_params
 from nnparity.records import LayerParams
 from nnparity.report import Report
@@ -292,20 +292,9 @@ def write_reproduction(result: SearchResult, out: str | Path) -> tuple[Path, Pat
         + rerun_command(Path(CONFIG_NAME), result.candidate, result.reference)
     )
     case = result.finding.case
-    _write_atomically(csv, case_csv(case))  # the data first: the config refers to it
-    _write_atomically(config, config_toml(case, comment=comment))
+    atomic_write_text(csv, case_csv(case))  # the data first: the config refers to it
+    atomic_write_text(config, config_toml(case, comment=comment))
     return config, csv
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    try:
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except OSError as exc:
-        raise NnparityError(f"Cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
 
 
 def describe(result: SearchResult, files: tuple[Path, Path] | None = None) -> str:

@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,6 +51,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nnparity.errors import NnparityError
+from nnparity.files import atomic_write
 from nnparity.optim import SGD
 from nnparity.records import LayerParams, StepResult
 from nnparity.spec import NetworkSpec
@@ -336,16 +336,14 @@ def save(trajectory: Trajectory, path: str | os.PathLike[str]) -> Path:
         members["activations"] = _encode(trajectory.activations)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as f:
-            np.savez_compressed(f, **members)  # type: ignore[arg-type]
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(f.name, 0o666 & ~umask)  # a temporary file is private; the trajectory is not
-        os.replace(f.name, path)
     except OSError as exc:
         raise NnparityError(f"Cannot write {str(path)!r}: {exc.strerror or exc}.") from exc
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: given a path, savez would append ".npz"
+            np.savez_compressed(f, **members)  # type: ignore[arg-type]
+
+    atomic_write(path, write)
     return path
 
 

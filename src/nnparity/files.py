@@ -1,0 +1,42 @@
+"""Writing output files atomically: a reader never sees half a file, a failed run leaves none."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from nnparity.errors import NnparityError
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
+    """Run ``write(temporary path)`` beside ``path``, then move the finished file into place.
+
+    The file gets the permissions a newly created file would (``0o666`` less the umask),
+    not the private ones of a temporary file.
+    """
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise NnparityError(f"Cannot write in {str(target.parent)!r}: {exc.strerror or exc}.") from exc
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise NnparityError(f"Cannot write {str(target)!r}: {exc.strerror or exc}.") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """:func:`atomic_write` of UTF-8 text."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -1,0 +1,42 @@
+"""Atomic output files: whole or absent, with a new file's permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from nnparity import NnparityError
+from nnparity.files import atomic_write, atomic_write_text
+
+
+def test_written_file_has_new_file_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "out.txt", "hello\n")
+    finally:
+        os.umask(umask)
+    assert path.read_text(encoding="utf-8") == "hello\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "out.txt"
+    path.write_text("old", encoding="utf-8")
+
+    def fail(tmp: str) -> None:
+        Path(tmp).write_text("half", encoding="utf-8")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(NnparityError, match="No space left on device"):
+        atomic_write(path, fail)
+    assert path.read_text(encoding="utf-8") == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_unwritable_directory_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(NnparityError, match="Cannot write in"):
+        atomic_write_text(tmp_path / "missing" / "out.txt", "x")
