@@ -20,7 +20,8 @@ from nnparity.activations import sigmoid
 Array = np.ndarray
 
 BCE_LOG_FLOOR = -100.0  # torch clamps BCELoss's logarithms at -100
-BCE_EPSILON = 1e-12  # and its gradient's denominator at 1e-12
+# and its gradient's denominator at 1e-12, a float32 constant in torch's kernel even in float64.
+BCE_EPSILON = float(np.float32(1e-12))
 
 
 class Loss(NamedTuple):

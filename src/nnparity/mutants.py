@@ -161,7 +161,11 @@ CATALOG: dict[str, Mutant] = {
             "the forward pass forgets the bias: z = a_prev @ W",
             "deep",
             Place(0, "forward", 0, "activation"),
-            ("numpy_backend", "z = outs[-1] @ W if b is None else outs[-1] @ W + b", "z = outs[-1] @ W"),
+            (
+                "numpy_backend",
+                "z = np.dot(outs[-1], W) if b is None else np.dot(outs[-1], W) + b",
+                "z = np.dot(outs[-1], W)",
+            ),
         ),
         _mutant(
             "HiddenDerivativeForgotten",
@@ -172,7 +176,7 @@ CATALOG: dict[str, Mutant] = {
             (
                 "numpy_backend",
                 "dE_dz = dE_da * da_dz\n",
-                "dE_dz = dE_da * da_dz if l == spec.n_layers - 1 else dE_da\n",
+                "dE_dz = dE_da * da_dz if l == n - 1 else dE_da\n",
             ),
         ),
         _mutant(
@@ -181,7 +185,7 @@ CATALOG: dict[str, Mutant] = {
             "the error goes back through W instead of W.T (square layers, so the shapes fit)",
             "cube",
             Place(0, "gradient", 1, "weight"),
-            ("numpy_backend", "dE_da = dE_dz @ dz_da.T", "dE_da = dE_dz @ dz_da"),
+            ("numpy_backend", "dE_da = np.dot(dE_dz, dz_da.T)", "dE_da = np.dot(dE_dz, dz_da)"),
         ),
         _mutant(
             "BackpropThroughUpdatedWeights",
@@ -192,7 +196,7 @@ CATALOG: dict[str, Mutant] = {
             (
                 "numpy_backend",
                 "dz_da = self._weights[l]",
-                "dz_da = self._weights[l] - spec.optimizer.lr * dE_dW[l]",
+                "dz_da = self._weights[l] - self._optimizer.lr * dE_dW[l]",
             ),
         ),
         _mutant(
@@ -209,7 +213,11 @@ CATALOG: dict[str, Mutant] = {
             "the updated biases are computed but never stored",
             "deep",
             Place(0, "update", 0, "bias"),
-            ("numpy_backend", "self._biases[l] = next(it)", "next(it)"),
+            (
+                "numpy_backend",
+                "self._weights, self._biases = new[0::2], new[1::2]",
+                "self._weights = new[0::2]",
+            ),
         ),
         _mutant(
             "GradientAscent",

@@ -2,18 +2,20 @@
 
 Names follow the notebook's derivation. For layer ``l`` with input ``a_prev``::
 
-    z = a_prev @ W + b            (the notebook's ``yhat = linear(inputs, v, bias)``)
+    z = a_prev . W + b            (the notebook's ``yhat = linear(inputs, v, bias)``)
     a = act(z)                    (``g = sigmoid(yhat)``)
 
 and, going back from the loss ``E``::
 
     dE_dz = dE_da * da_dz         (``dE_dyhat = dE_dg * dg_dyhat``)
-    dE_dW = a_prev.T @ dE_dz      (``dE_dv = numpy.dot(dyhat_dv.T, dE_dyhat)``)
+    dE_dW = a_prev.T . dE_dz      (``dE_dv = numpy.dot(dyhat_dv.T, dE_dyhat)``)
     dE_db = sum over rows of dE_dz
-    dE_da_prev = dE_dz @ W.T      (``dE_dg = numpy.dot(dE_dy, dy_dg.T)``)
+    dE_da_prev = dE_dz . W.T      (``dE_dg = numpy.dot(dE_dy, dy_dg.T)``)
 
 Every activation's derivative sits beside it in :mod:`nnparity.activations`, every
 loss gradient in :mod:`nnparity.losses`, and the update in :mod:`nnparity.optim`.
+Products are ``numpy.dot``, as in the notebook (for 2-D arrays it rounds exactly as ``@``
+does, and costs less per call on small ones).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class NumpyBackend:
         self._dtype = spec.np_dtype
         self._acts = [ACTIVATIONS[name] for name in spec.activations]
         self._loss = LOSSES[spec.loss]
+        self._reduction = spec.reduction
+        self._optimizer = spec.optimizer
+        self._n_layers = spec.n_layers
         self._state = sgd_init(2 * spec.n_layers if spec.bias else spec.n_layers)
         self.set_params(params)
 
@@ -52,7 +57,7 @@ class NumpyBackend:
         zs: list[np.ndarray] = []
         outs = [x]
         for W, b, act in zip(self._weights, self._biases, self._acts):
-            z = outs[-1] @ W if b is None else outs[-1] @ W + b
+            z = np.dot(outs[-1], W) if b is None else np.dot(outs[-1], W) + b
             zs.append(z)
             outs.append(act.forward(z))
         return zs, outs
@@ -68,40 +73,40 @@ class NumpyBackend:
             return self._step(x, y)
 
     def _step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
-        spec = self.spec
         x = np.asarray(x, dtype=self._dtype)
         y = np.asarray(y, dtype=self._dtype)
         zs, outs = self._forward(x)
         f = outs[-1]
-        E = self._loss.value(f, y, spec.reduction)
+        E = self._loss.value(f, y, self._reduction)
 
         # Back from the loss, last layer first.
-        dE_da = self._loss.gradient(f, y, spec.reduction)  # the notebook's dE_df
-        dE_dW: list[np.ndarray] = [np.empty(0)] * spec.n_layers
-        dE_db: list[np.ndarray | None] = [None] * spec.n_layers
-        for l in reversed(range(spec.n_layers)):  # noqa: E741 (l is the layer, as in the math)
+        dE_da = self._loss.gradient(f, y, self._reduction)  # the notebook's dE_df
+        n = self._n_layers
+        dE_dW: list[np.ndarray] = [dE_da] * n
+        dE_db: list[np.ndarray | None] = [None] * n
+        for l in range(n - 1, -1, -1):  # noqa: E741 (l is the layer, as in the math)
             da_dz = self._acts[l].derivative(zs[l], outs[l + 1])
             dE_dz = dE_da * da_dz
             dz_dW = outs[l]
-            dE_dW[l] = dz_dW.T @ dE_dz
+            dE_dW[l] = np.dot(dz_dW.T, dE_dz)
             if self._biases[l] is not None:
                 dE_db[l] = dE_dz.sum(axis=0)
             if l > 0:
                 dz_da = self._weights[l]
-                dE_da = dE_dz @ dz_da.T
+                dE_da = np.dot(dE_dz, dz_da.T)
 
         # Update: SGD over the tensors in torch's order (each layer's weight, then its bias).
-        tensors = [t for W, b in zip(self._weights, self._biases) for t in (W, b) if t is not None]
-        grads = [g for gW, gb in zip(dE_dW, dE_db) for g in (gW, gb) if g is not None]
-        new, self._state = sgd_update(spec.optimizer, tensors, grads, self._state)
-        it = iter(new)
-        for l, b in enumerate(self._biases):  # noqa: E741
-            self._weights[l] = next(it)
-            if b is not None:
-                self._biases[l] = next(it)
+        if self._biases[0] is None:
+            new, self._state = sgd_update(self._optimizer, self._weights, dE_dW, self._state)
+            self._weights = new
+        else:
+            tensors = [t for W, b in zip(self._weights, self._biases) for t in (W, b)]
+            grads = [g for gW, gb in zip(dE_dW, dE_db) for g in (gW, gb)]
+            new, self._state = sgd_update(self._optimizer, tensors, grads, self._state)  # type: ignore[arg-type]
+            self._weights, self._biases = new[0::2], new[1::2]
         return StepResult(
             loss=E,
-            grads=[LayerParams(gW, gb) for gW, gb in zip(dE_dW, dE_db)],
-            params=[LayerParams(W, b) for W, b in zip(self._weights, self._biases)],
+            grads=list(map(LayerParams, dE_dW, dE_db)),
+            params=list(map(LayerParams, self._weights, self._biases)),
             activations=outs[1:],
         )

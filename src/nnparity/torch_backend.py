@@ -51,10 +51,12 @@ def _tensor(a: np.ndarray, dtype: str) -> torch.Tensor:
     return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
 
-def _numpy(t: torch.Tensor | None) -> np.ndarray:
+def _numpy(t: torch.Tensor | None, copy: bool = True) -> np.ndarray:
+    """``t`` as an array; ``copy=False`` shares its memory, for a tensor that torch will not change."""
     if t is None:  # a parameter that took no part in the loss has no gradient
         raise RuntimeError("torch produced no gradient for a parameter")
-    return t.detach().numpy().copy()
+    arr = t.detach().numpy()
+    return arr.copy() if copy else arr
 
 
 class TorchBackend:
@@ -73,7 +75,11 @@ class TorchBackend:
             dampening=opt.dampening,
             weight_decay=opt.weight_decay,
             nesterov=opt.nesterov,
+            # On the CPU torch chooses the per-tensor loop anyway; saying so skips that choice every step.
+            foreach=False,
         )
+        self._parameters = list(self.model.parameters())
+        self._inputs: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         self.model.train()
         self.set_params(params)
 
@@ -87,20 +93,34 @@ class TorchBackend:
                     layer.bias.copy_(torch.from_numpy(p.bias))
 
     def _params(self, grads: bool) -> list[LayerParams]:
+        # Gradients are fresh tensors every step (zero_grad sets them to None) and are shared;
+        # parameters are copied, since the next optimizer step changes them in place.
+        copy = not grads
         out = []
         for layer in self.linears:
             w = layer.weight.grad if grads else layer.weight
             b = None if layer.bias is None else (layer.bias.grad if grads else layer.bias)
-            out.append(LayerParams(_numpy(w).T, None if b is None else _numpy(b)))
+            out.append(LayerParams(_numpy(w, copy).T, None if b is None else _numpy(b, copy)))
         return out
+
+    def _tensor(self, a: np.ndarray, slot: int) -> torch.Tensor:
+        """``a`` as a tensor; the same array object as last step gives the same (shared) tensor."""
+        cached = self._inputs.get(slot)
+        if cached is not None and cached[0] is a:
+            return cached[1]
+        tensor = _tensor(a, self.spec.dtype)
+        # Only a tensor sharing ``a``'s memory follows later changes to ``a``: cache only those.
+        if tensor.data_ptr() == a.__array_interface__["data"][0] and a.flags.writeable:
+            self._inputs[slot] = (a, tensor)
+        return tensor
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return _numpy(self.model(_tensor(x, self.spec.dtype)))
 
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
-        inputs = _tensor(x, self.spec.dtype)
-        targets = _tensor(y, self.spec.dtype)
+        inputs = self._tensor(x, 0)
+        targets = self._tensor(y, 1)
         # What Sequential.forward does, keeping each activation module's output.
         activations = []
         out = inputs
@@ -109,7 +129,9 @@ class TorchBackend:
             if not isinstance(module, torch.nn.Linear):
                 activations.append(out)
         error = self.loss(out, targets)
-        self.optimizer.zero_grad()
+        # optimizer.zero_grad(set_to_none=True), without its profiler bookkeeping.
+        for p in self._parameters:
+            p.grad = None
         error.backward()
         grads = self._params(grads=True)
         self.optimizer.step()
@@ -117,5 +139,5 @@ class TorchBackend:
             loss=error.item(),
             grads=grads,
             params=self._params(grads=False),
-            activations=[_numpy(a) for a in activations],
+            activations=[_numpy(a, copy=False) for a in activations],
         )
