@@ -215,7 +215,7 @@ CATALOG: dict[str, Mutant] = {
             Place(0, "update", 0, "bias"),
             (
                 "numpy_backend",
-                "self._weights, self._biases = new[0::2], new[1::2]",
+                "self._weights, self._biases[:] = new[0::2], new[1::2]",
                 "self._weights = new[0::2]",
             ),
         ),

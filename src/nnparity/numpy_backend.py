@@ -103,7 +103,7 @@ class NumpyBackend:
             tensors = [t for W, b in zip(self._weights, self._biases) for t in (W, b)]
             grads = [g for gW, gb in zip(dE_dW, dE_db) for g in (gW, gb)]
             new, self._state = sgd_update(self._optimizer, tensors, grads, self._state)  # type: ignore[arg-type]
-            self._weights, self._biases = new[0::2], new[1::2]
+            self._weights, self._biases[:] = new[0::2], new[1::2]
         return StepResult(
             loss=E,
             grads=list(map(LayerParams, dE_dW, dE_db)),
