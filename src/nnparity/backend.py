@@ -63,7 +63,7 @@ def load_backend(name_or_path: str | type) -> type[Backend]:
         )
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # any failure while importing a user's module is theirs to fix
+    except (Exception, SystemExit) as exc:  # any failure importing a user's module is theirs to fix
         raise NnparityError(
             f"Cannot import backend module {module_name!r} ({type(exc).__name__}: {exc}); "
             "check that it is installed or on the Python path."

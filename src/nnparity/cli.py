@@ -12,10 +12,22 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 from nnparity.errors import NnparityError
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
+
+
+class _UsageError(Exception):
+    """argparse's complaint, for :func:`main` to print as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line that points to ``--help``, not the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: error: {message} (see {self.prog} --help).")
 
 
 def _positive_int(text: str) -> int:
@@ -41,7 +53,7 @@ def _tolerance(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nnparity",
         description="Check, step by step, that hand-written NumPy backprop does what PyTorch does.",
     )
@@ -149,15 +161,21 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     try:
         if args.command == "seed":
             return _seed(args)
         if args.command == "check":
             return _check(args)
         if args.command == "record":
+            from nnparity.plot import check_writable
             from nnparity.trajectory import run_record
 
+            check_writable(args.out)  # before the run, not after it
             return run_record(args)
         if args.command == "mutants":
             from nnparity.mutants import run_mutants
@@ -166,6 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _verify(args)
     except NnparityError as exc:
         print(f"nnparity: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:  # the estimate in nnparity.resources refuses most runs that would get here
+        print(
+            "nnparity: error: out of memory; use smaller widths, fewer data rows or float32.",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("nnparity: interrupted", file=sys.stderr)
@@ -181,9 +205,10 @@ def _seed(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from nnparity.config import RunConfig, load_config
-    from nnparity.dataset import load_csv, or_table
+    from nnparity.dataset import check_range, load_csv, or_table
     from nnparity.initialization import init_params
     from nnparity.plot import check_writable, plot_report, require_matplotlib, write_trace_csv
+    from nnparity.resources import check_memory
     from nnparity.verify import verify
 
     if (args.rtol is None) != (args.atol is None):
@@ -208,11 +233,15 @@ def _verify(args: argparse.Namespace) -> int:
             )
     else:
         data = load_csv(csv, index=index, targets=targets)
-    if data.x.shape[1] != config.spec.sizes[0] or data.y.shape[1] != config.spec.sizes[-1]:
+    sizes = config.spec.sizes
+    if data.x.shape[1] != sizes[0] or data.y.shape[1] != sizes[-1]:
         raise NnparityError(
-            f"{csv}: {data.x.shape[1]} input and {data.y.shape[1]} target columns do not fit sizes "
-            f"{list(config.spec.sizes)}; set the index column (--index) or the targets (--targets)."
+            f"{csv} has {_count(data.x.shape[1], 'input column')} and "
+            f"{_count(data.y.shape[1], 'target column')}, but sizes {list(sizes)} take {sizes[0]} and "
+            f"{sizes[-1]}; set the index column (--index) or the targets (--targets), or the sizes."
         )
+    check_range(data, config.spec.dtype, str(csv))
+    check_memory(config.spec, data.x.shape[0])
     config = replace(config, steps=args.steps or config.steps, mode=args.mode or config.mode)
     rtol = args.rtol if args.rtol is not None else config.rtol
     atol = args.atol if args.atol is not None else config.atol
@@ -247,6 +276,25 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_DIVERGED
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _check_out_dir(out: Path) -> None:
+    """Raise unless ``out`` is, or can be made, a writable directory (check before a long search)."""
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise NnparityError(
+            f"Cannot write in {out}: {existing} is a file, not a directory; choose another --out."
+        )
+    if not os.access(existing, os.W_OK):
+        raise NnparityError(
+            f"Cannot write in {out}: the directory {existing} is not writable; choose another --out."
+        )
+
+
 def _check(args: argparse.Namespace) -> int:
     try:
         from nnparity.search import DEFAULT_EXAMPLES, cases, describe, search, write_reproduction
@@ -264,6 +312,7 @@ def _check(args: argparse.Namespace) -> int:
         if getattr(args, f"no_{option}"):
             given[f"allow_{option}"] = False
     strategy = cases(**given)
+    _check_out_dir(args.out)
     # Let MODULE:CLASS name a module in the current directory, as `python -m` would.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -14,15 +14,18 @@ Without ``[data] csv`` the network trains on the notebook's OR table.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nnparity.activations import ACTIVATIONS
 from nnparity.errors import NnparityError
 from nnparity.initialization import SCHEMES
+from nnparity.losses import LOSSES, REDUCTIONS
 from nnparity.optim import SGD
-from nnparity.spec import NetworkSpec
+from nnparity.spec import DTYPES, NetworkSpec
 from nnparity.verify import MODES
 
 NOTEBOOK_STEPS = 10_000
@@ -59,6 +62,16 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
 }
 
 
+# keys whose value is one name from a fixed list
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("network", "dtype"): DTYPES,
+    ("loss", "name"): tuple(LOSSES),
+    ("loss", "reduction"): REDUCTIONS,
+    ("init", "scheme"): SCHEMES,
+    ("train", "mode"): MODES,
+}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one verification run needs besides the backends."""
@@ -80,14 +93,17 @@ def load_config(path: str | Path) -> RunConfig:
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise NnparityError(f"Cannot read config file {str(path)!r}: {exc.strerror or exc}.") from exc
     except UnicodeDecodeError as exc:
         raise NnparityError(f"{path}: byte {exc.start} is not UTF-8 text; save the config as UTF-8.") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or exc
+        raise NnparityError(f"Cannot read config file {str(path)!r}: {reason}.") from exc
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise NnparityError(f"{path} is not valid TOML: {exc}.") from exc
+        last_line = text.count("\n") + 1  # tomllib's numbering
+        reason = str(exc).replace("at end of document", f"at the end, line {last_line}")
+        raise NnparityError(f"{path} is not valid TOML: {reason}.") from exc
     return parse_config(doc, str(path), base=path.parent)
 
 
@@ -110,6 +126,30 @@ def parse_config(doc: dict[str, Any], name: str = "config", base: Path | None = 
         return doc.get(section, {}).get(key, default)
 
     where = f"{name}: "
+    for (section, key), options in CHOICES.items():
+        value = get(section, key, None)
+        if value is not None and value not in options:
+            raise NnparityError(
+                f"{where}[{section}] {key} {value!r} is unknown; choose from {', '.join(options)}."
+            )
+    sizes = get("network", "sizes", [2, 3, 1])
+    if len(sizes) < 2 or not all(type(width) is int and width >= 1 for width in sizes):
+        raise NnparityError(
+            f"{where}[network] sizes must list at least an input and an output width, each a whole "
+            f"number >= 1, such as [2, 3, 1]; got {sizes!r}."
+        )
+    activations = get("network", "activations", ["sigmoid"] * (len(sizes) - 1))
+    for act in activations:
+        if not isinstance(act, str) or act not in ACTIVATIONS:
+            raise NnparityError(
+                f"{where}[network] activations: {act!r} is not an activation; "
+                f"choose from {', '.join(ACTIVATIONS)}."
+            )
+    if len(activations) != len(sizes) - 1:
+        raise NnparityError(
+            f"{where}[network] activations has {len(activations)} names, but sizes {sizes!r} has "
+            f"{len(sizes) - 1} weight layers; give one activation per weight layer."
+        )
     try:
         optimizer = SGD(
             lr=get("optimizer", "lr", 0.05),
@@ -118,10 +158,12 @@ def parse_config(doc: dict[str, Any], name: str = "config", base: Path | None = 
             weight_decay=get("optimizer", "weight_decay", 0.0),
             nesterov=get("optimizer", "nesterov", False),
         )
-        sizes = get("network", "sizes", [2, 3, 1])
+    except NnparityError as exc:
+        raise NnparityError(f"{where}[optimizer] {exc}") from exc
+    try:
         spec = NetworkSpec(
             sizes=tuple(sizes),
-            activations=tuple(get("network", "activations", ["sigmoid"] * (len(sizes) - 1))),
+            activations=tuple(activations),
             bias=get("network", "bias", False),
             loss=get("loss", "name", "mse"),
             reduction=get("loss", "reduction", "mean"),
@@ -131,19 +173,18 @@ def parse_config(doc: dict[str, Any], name: str = "config", base: Path | None = 
     except NnparityError as exc:
         raise NnparityError(where + str(exc)) from exc
     scheme = get("init", "scheme", "numpy-rand")
-    if scheme not in SCHEMES:
-        raise NnparityError(f"{where}[init] scheme {scheme!r} is unknown; choose from {', '.join(SCHEMES)}.")
     seed = get("init", "seed", 1)
     if not 0 <= seed < 2**32:
         raise NnparityError(f"{where}[init] seed must be from 0 to 2**32 - 1; got {seed}.")
     steps = get("train", "steps", NOTEBOOK_STEPS)
     check_steps(steps, where + "[train] steps")
     mode = get("train", "mode", "free")
-    if mode not in MODES:
-        raise NnparityError(f"{where}[train] mode {mode!r} is unknown; choose from {', '.join(MODES)}.")
     rtol, atol = get("train", "rtol", None), get("train", "atol", None)
     if (rtol is None) != (atol is None):
         raise NnparityError(f"{where}[train] rtol and atol go together: give both or neither.")
+    for key, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None and not (math.isfinite(tol) and tol >= 0):
+            raise NnparityError(f"{where}[train] {key} must be a finite number >= 0; got {tol!r}.")
     csv = get("data", "csv", None)
     targets = get("data", "targets", None)
     if targets is not None and (not targets or not all(isinstance(t, str) for t in targets)):

@@ -23,6 +23,7 @@ import numpy as np
 
 from nnparity.errors import NnparityError
 from nnparity.records import LayerParams, as_real
+from nnparity.resources import check_memory
 from nnparity.spec import NetworkSpec
 
 SCHEMES = ("numpy-rand", "torch")
@@ -32,11 +33,12 @@ def init_params(spec: NetworkSpec, seed: int = 1, scheme: str = "numpy-rand") ->
     """Starting parameters for ``spec``, in the notebook's ``(fan_in, fan_out)`` layout."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise NnparityError(f"The seed must be a whole number from 0 to 2**32 - 1; got {seed!r}.")
+    if scheme not in SCHEMES:
+        raise NnparityError(f"Unknown init scheme {scheme!r}; choose from {', '.join(SCHEMES)}.")
+    check_memory(spec, rows=0)  # before allocating weights that could never fit
     if scheme == "numpy-rand":
         return _numpy_rand(spec, int(seed))
-    if scheme == "torch":
-        return _torch_linear(spec, int(seed))
-    raise NnparityError(f"Unknown init scheme {scheme!r}; choose from {', '.join(SCHEMES)}.")
+    return _torch_linear(spec, int(seed))
 
 
 def _layer_shapes(spec: NetworkSpec) -> list[tuple[int, int]]:

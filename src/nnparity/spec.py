@@ -55,16 +55,16 @@ class NetworkSpec:
                 f"got {len(activations)}: {activations!r}."
             )
         for act in activations:
-            if act not in ACTIVATIONS:
+            if not isinstance(act, str) or act not in ACTIVATIONS:
                 raise NnparityError(f"Unknown activation {act!r}; choose from {_choices(list(ACTIVATIONS))}.")
         object.__setattr__(self, "activations", activations)
         if not isinstance(self.bias, bool):
             raise NnparityError(f"bias must be true or false, not {self.bias!r}.")
-        if self.loss not in LOSSES:
+        if not isinstance(self.loss, str) or self.loss not in LOSSES:
             raise NnparityError(f"Unknown loss {self.loss!r}; choose from {_choices(list(LOSSES))}.")
-        if self.reduction not in REDUCTIONS:
+        if not isinstance(self.reduction, str) or self.reduction not in REDUCTIONS:
             raise NnparityError(f"Unknown reduction {self.reduction!r}; choose from {_choices(REDUCTIONS)}.")
-        if self.dtype not in DTYPES:
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
             raise NnparityError(f"Unknown dtype {self.dtype!r}; choose from {_choices(DTYPES)}.")
         if not isinstance(self.optimizer, SGD):
             raise NnparityError(f"optimizer must be an nnparity.SGD, not {self.optimizer!r}.")
