@@ -24,8 +24,14 @@ class Backend(Protocol):
 
     Constructed as ``Backend(spec, params)`` from a :class:`NetworkSpec` and one
     :class:`LayerParams` per weight layer. Everything goes in and comes out as
-    NumPy arrays in the notebook's layout (weights ``(fan_in, fan_out)``), and
-    arrays a backend returns must not change afterwards.
+    NumPy arrays in the notebook's layout (weights ``(fan_in, fan_out)``).
+
+    What the verifier holds a backend to (each breach is reported as a divergence at
+    its step, never a crash): the arrays of a :class:`StepResult` are of the spec's
+    dtype and must not change afterwards (return copies of arrays you go on
+    updating in place); ``x`` and ``y`` must not be changed (the candidate gets
+    them read-only); the parameters given to the constructor and ``set_params``
+    are the backend's own copies, to keep or change as it likes.
     """
 
     def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None: ...

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nnparity.errors import NnparityError
-from nnparity.records import StepResult, as_real
+from nnparity.records import LayerParams, StepResult, as_real
 from nnparity.report import Divergence
 from nnparity.spec import NetworkSpec
 
@@ -83,6 +83,15 @@ def _pick(result: object, key: Key) -> object:
     return layer.weight if key.tensor == "weight" else layer.bias
 
 
+def _result_array(value: object, dtype: np.dtype) -> np.ndarray:
+    """A step result's array as ``dtype``: real numbers, and floating point only of the run's dtype
+    (a float32 array in a float64 run is a finding to report, not a difference to round away)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind == "f" and arr.dtype != dtype:
+        raise TypeError(f"is {arr.dtype}, but the run is {dtype}; return arrays of the run's dtype")
+    return as_real(arr, dtype)
+
+
 def _extract(result: object, key: Key, dtype: np.dtype) -> np.ndarray | str:
     """The quantity as an array of ``dtype``, or a sentence saying why there is none."""
     try:
@@ -92,7 +101,8 @@ def _extract(result: object, key: Key, dtype: np.dtype) -> np.ndarray | str:
     if value is None:
         return "is None"
     try:
-        return as_real(value, dtype)
+        # The loss may be any real scalar: torch's .item() is a Python float in a float32 run too.
+        return as_real(value, dtype) if key.stage == "loss" else _result_array(value, dtype)
     except TypeError as exc:
         return str(exc)
     except ValueError:
@@ -134,6 +144,28 @@ class Comparator:
             return StepComparison(abs_err, rel_err, _numeric(step, key, cands[bad], refs[bad], self.tol))
         return StepComparison(abs_err, rel_err, broken)
 
+    def compare_rows(self, layout: RowLayout, cands: np.ndarray, refs: np.ndarray) -> RowComparison:
+        """Compare many steps at once: rows of ``layout``, one per step."""
+        k = len(cands)
+        abs_err = np.full((k, len(STAGES)), np.nan)
+        rel_err = abs_err.copy()
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            diff = np.abs(cands - refs)
+            abs_r = np.abs(refs)
+            ok = diff <= self.tol.atol + self.tol.rtol * abs_r
+            rel = diff / abs_r
+            rel[diff == 0] = 0.0
+        abs_err[:, layout.stages] = np.maximum.reduceat(diff, layout.stage_starts, axis=1)
+        rel_err[:, layout.stages] = np.maximum.reduceat(rel, layout.stage_starts, axis=1)
+        return RowComparison(abs_err, rel_err, ok.all(axis=1))
+
+    def row_divergence(self, layout: RowLayout, cand: np.ndarray, ref: np.ndarray, step: int) -> Divergence:
+        """The first quantity out of tolerance in one pair of rows (which must have one)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            ok = np.abs(cand - ref) <= self.tol.atol + self.tol.rtol * np.abs(ref)
+        i = int(np.searchsorted(layout.offsets, int(np.argmin(ok)), side="right") - 1)
+        return _numeric(step, layout.keys[i], layout.quantity(cand, i), layout.quantity(ref, i), self.tol)
+
     def _flatten(self, result: StepResult, forward: bool) -> list[np.ndarray] | None:
         """Every quantity in computation order (fast path), or ``None`` if anything is amiss."""
         dtype, bias, n = self.dtype, self.spec.bias, self.spec.n_layers
@@ -141,7 +173,7 @@ class Comparator:
         def arr(value: object) -> np.ndarray:
             if value is None:  # np.asarray(None, float) would be a silent NaN
                 raise TypeError("missing")
-            return as_real(value, dtype)
+            return _result_array(value, dtype)
 
         try:
             grads, params = list(result.grads), list(result.params)
@@ -149,7 +181,7 @@ class Comparator:
             if len(grads) != n or len(params) != n or (forward and len(acts) != n):
                 return None
             out = [arr(a) for a in acts]
-            out.append(arr(result.loss))
+            out.append(as_real(result.loss, dtype))
             for layer in (*reversed(grads), *params):
                 out.append(arr(layer.weight))
                 if bias:
@@ -172,6 +204,107 @@ class Comparator:
             cands.append(c)
             refs.append(r)
         return cands, refs, None
+
+
+class RowLayout:
+    """Where each quantity of a step sits in one flat row of numbers, for one run's shapes.
+
+    A step whose result has exactly these shapes and the run's dtype is copied into a row
+    (:meth:`fill`), and rows are compared many steps at a time (:meth:`Comparator.compare_rows`);
+    a result that does not fit goes through :meth:`Comparator.compare`, which says what is wrong
+    with it. :meth:`unflatten` gives a row back as a :class:`StepResult` of views.
+    """
+
+    def __init__(self, spec: NetworkSpec, rows: int, forward: bool) -> None:
+        self.spec = spec
+        self.forward = forward
+        self.keys = quantity_keys(spec, forward)
+        dtype = spec.np_dtype
+        shapes: list[tuple[int, ...]] = []
+        for key in self.keys:
+            fan_in, fan_out = spec.sizes[key.layer or 0], spec.sizes[(key.layer or 0) + 1]
+            if key.stage == "forward":
+                shapes.append((rows, fan_out))
+            elif key.stage == "loss":
+                shapes.append(())
+            else:
+                shapes.append((fan_in, fan_out) if key.tensor == "weight" else (fan_out,))
+        self.shapes = shapes
+        self.offsets = np.cumsum([0, *(math.prod(shape) for shape in shapes)])
+        self.width = int(self.offsets[-1])
+        self.n_activations = spec.n_layers if forward else 0
+        self.loss_at = int(self.offsets[self.n_activations])
+        # What fill() accepts for every array but the loss: exactly these types, shapes and dtypes.
+        self._signature = [(np.ndarray, shape, dtype) for shape in shapes if shape != ()]
+        stage_of = np.array([STAGES.index(k.stage) for k in self.keys])
+        first_key = np.flatnonzero(np.concatenate(([True], stage_of[1:] != stage_of[:-1])))
+        self.stage_starts = self.offsets[first_key]
+        self.stages = stage_of[first_key]
+        n = spec.n_layers
+        names = ("weight", "bias") if spec.bias else ("weight",)
+        # Positions among the keys of each layer's gradient and update tensors, in layer order.
+        self._grad_keys = [[self.keys.index(Key("gradient", l, t)) for t in names] for l in range(n)]  # noqa: E741
+        self._param_keys = [[self.keys.index(Key("update", l, t)) for t in names] for l in range(n)]  # noqa: E741
+
+    def arrays(self, result: object) -> list[object]:
+        """The result's arrays in key order, the loss left out; raises on a malformed result."""
+        grads, params = result.grads, result.params  # type: ignore[attr-defined]
+        out: list[object] = list(result.activations) if self.forward else []  # type: ignore[attr-defined]
+        if len(grads) != len(self._grad_keys) or len(params) != len(self._param_keys):
+            raise ValueError("wrong number of layers")
+        if self.spec.bias:
+            for layer in (*reversed(grads), *params):
+                out += layer.weight, layer.bias
+        else:
+            out += [layer.weight for layer in reversed(grads)]
+            out += [layer.weight for layer in params]
+        return out
+
+    def fill(self, result: object, row: np.ndarray) -> list[object] | None:
+        """Copy ``result`` into ``row`` and return its arrays (:meth:`arrays`); ``None``, and ``row``
+        undefined, if it does not fit exactly."""
+        try:
+            arrays = self.arrays(result)
+            loss = result.loss  # type: ignore[attr-defined]
+            if [(type(a), a.shape, a.dtype) for a in arrays] != self._signature:  # type: ignore[attr-defined]
+                return None
+        except (AttributeError, TypeError, ValueError):
+            return None
+        if not isinstance(loss, (float, np.floating)):
+            return None
+        at = self.loss_at
+        if at:
+            np.concatenate([a.ravel() for a in arrays[: self.n_activations]], out=row[:at])  # type: ignore[attr-defined]
+        row[at] = loss
+        np.concatenate([a.ravel() for a in arrays[self.n_activations :]], out=row[at + 1 :])  # type: ignore[attr-defined]
+        return arrays
+
+    def quantity(self, row: np.ndarray, i: int) -> np.ndarray:
+        """The ``i``-th quantity of ``row``, shaped (a view)."""
+        return row[self.offsets[i] : self.offsets[i + 1]].reshape(self.shapes[i])
+
+    def unflatten(self, row: np.ndarray) -> StepResult:
+        """``row`` as a step result whose arrays are views of it."""
+        parts = [self.quantity(row, i) for i in range(len(self.keys))]
+
+        def layers(positions: list[list[int]]) -> list[LayerParams]:
+            return [LayerParams(*(parts[i] for i in layer)) for layer in positions]
+
+        return StepResult(
+            loss=float(row[self.loss_at]),
+            grads=layers(self._grad_keys),
+            params=layers(self._param_keys),
+            activations=parts[: self.n_activations] if self.forward else None,
+        )
+
+
+class RowComparison(NamedTuple):
+    """Per step (row) and stage the largest absolute and relative error, and which rows are within
+    tolerance everywhere."""
+
+    abs_err: np.ndarray
+    rel_err: np.ndarray
+    ok: np.ndarray
 
 
 def compare_steps(
@@ -245,6 +378,16 @@ def _numeric(step: int, key: Key, c: np.ndarray, r: np.ndarray, tol: Tolerance) 
     abs_err = abs(cv - rv)
     with np.errstate(invalid="ignore", divide="ignore"):
         rel_err = 0.0 if abs_err == 0 else abs_err / abs(rv) if rv != 0 else float("inf")
+    c_finite, r_finite = bool(np.isfinite(c).all()), bool(np.isfinite(r).all())
+    nonfinite = (
+        None
+        if c_finite and r_finite
+        else "both"
+        if not (c_finite or r_finite)
+        else "candidate"
+        if r_finite
+        else "reference"
+    )
     return Divergence(
         step=step,
         stage=key.stage,
@@ -259,6 +402,8 @@ def _numeric(step: int, key: Key, c: np.ndarray, r: np.ndarray, tol: Tolerance) 
         total=int(c.size),
         rtol=tol.rtol,
         atol=tol.atol,
+        nonfinite=nonfinite,
+        nonfinite_identical=None if nonfinite is None else bool(np.array_equal(c, r, equal_nan=True)),
     )
 
 

@@ -26,6 +26,10 @@ class Divergence:
     ``undetermined``), ``hint`` and the oracle's value at ``index`` with its own
     error bound (``oracle_value``, ``oracle_err``; ``oracle`` says how it was
     computed) are ``None`` until :func:`nnparity.diagnosis.diagnose` fills them.
+    ``nonfinite`` is set when this is where an inf or NaN first appeared: on the
+    ``candidate``'s side, the ``reference``'s, or ``both``; ``nonfinite_identical``
+    then says whether both sides hold the very same values (an overflow torch
+    shares, not a mistake).
     """
 
     step: int
@@ -47,6 +51,8 @@ class Divergence:
     oracle_value: float | None = None
     oracle_err: float | None = None
     oracle: str | None = None
+    nonfinite: str | None = None
+    nonfinite_identical: bool | None = None
 
     @property
     def place(self) -> str:
@@ -81,6 +87,8 @@ class Divergence:
                     f"(candidate off by {abs(self.candidate_value - self.oracle_value):.3g}, "
                     f"reference by {abs(self.reference_value - self.oracle_value):.3g})"
                 )
+        if self.nonfinite:
+            lines.append(self._nonfinite_sentence())
         if self.verdict:
             lines.append(
                 f"Verdict: the {self.verdict} is wrong."
@@ -90,6 +98,21 @@ class Divergence:
         if self.hint:
             lines.append(f"Hint: {self.hint}")
         return "\n".join(lines)
+
+    def _nonfinite_sentence(self) -> str:
+        if self.nonfinite != "both":
+            other = "reference" if self.nonfinite == "candidate" else "candidate"
+            return (
+                f"Non-finite values (inf or NaN) first appear here, on the {self.nonfinite}'s side only; "
+                f"the {other}'s stay finite."
+            )
+        if self.nonfinite_identical:
+            return (
+                "Non-finite values (inf or NaN) first appear here, identically on both sides: the run "
+                "overflows in torch too, so the math agrees but the training does not converge "
+                "(lower the learning rate or scale the data)."
+            )
+        return "Non-finite values (inf or NaN) first appear here, on both sides, but not the same ones."
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from nnparity.backend import Backend, backend_label, load_backend
-from nnparity.compare import STAGES, Comparator, StepComparison, tolerance_for
+from nnparity.compare import STAGES, Comparator, RowLayout, _has_activations, tolerance_for
 from nnparity.diagnosis import StepRecord, diagnose
 from nnparity.errors import NnparityError
 from nnparity.initialization import check_params, init_params
 from nnparity.records import LayerParams, StepResult, as_real, copy_params
 from nnparity.report import Divergence, Report
+from nnparity.resources import check_memory
 from nnparity.spec import NetworkSpec
 
 MODES = ("free", "resync")
@@ -57,94 +59,41 @@ def verify(
     if not isinstance(spec, NetworkSpec):
         raise NnparityError(f"spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
     x, y = check_batch(spec, x, y)
+    check_memory(spec, x.shape[0])
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise NnparityError(f"steps must be a whole number >= 0; got {steps!r}.")
     if mode not in MODES:
         raise NnparityError(f"Unknown mode {mode!r}; choose from {', '.join(MODES)}.")
     tol = tolerance_for(spec.dtype, rtol, atol)
     start = check_params(spec, init_params(spec) if params is None else params)
-    comparator = Comparator(spec, tol)
     cand = _construct(candidate, spec, start, "candidate")
     ref = _construct(reference, spec, start, "reference")
-
-    trace = _Trace(steps)
-    seconds = {"candidate": 0.0, "reference": 0.0}
-    first: Divergence | None = None
-    divergent = 0
-    final: dict[str, list[LayerParams]] = {"candidate": start, "reference": start}
-    # What the diagnosis needs at a divergence: the parameters each side started the step with,
-    # and the step before (its momentum buffers are read back from that step's update).
-    starts: dict[str, list[LayerParams]] = {"candidate": start, "reference": start}
-    previous: dict[str, StepRecord] | None = None
-    interrupted = False
+    run = _Lockstep(spec, x, y, start, cand, ref, Comparator(spec, tol), mode, keep_going, diagnosis)
     bar = _progress_bar(steps) if progress else None
     try:
-        for t in range(steps):
-            t0 = time.perf_counter()
-            rc = _step(cand, x, y)
-            t1 = time.perf_counter()
-            seconds["candidate"] += t1 - t0
-            if isinstance(rc, Exception):
-                first, divergent = first or _raised(t, "candidate", "step", rc), divergent + 1
-                break
-            rr = _step(ref, x, y)
-            seconds["reference"] += time.perf_counter() - t1
-            if isinstance(rr, Exception):
-                first, divergent = first or _raised(t, "reference", "step", rr), divergent + 1
-                break
-            found = comparator.compare(rc, rr, t)
-            if diagnosis and first is None and found.divergence is not None:
-                results = {"candidate": rc, "reference": rr}
-                why = diagnose(spec, x, y, starts, results, found.divergence, previous=previous)
-                found = found._replace(divergence=why.apply(found.divergence))
-            trace.append(_as_float(getattr(rc, "loss", None)), _as_float(rr.loss), found)
-            final = {"candidate": _params_or_empty(rc), "reference": _params_or_empty(rr)}
-            if bar is not None:
-                bar.update(1)
-            if found.divergence is not None:
-                divergent += 1
-                first = first or found.divergence
-                if not keep_going:
-                    break
-            if mode == "resync":
-                try:
-                    cand.set_params(rr.params)
-                except Exception as exc:  # a candidate's failure is a finding, not a crash
-                    first, divergent = first or _raised(t, "candidate", "set_params", exc), divergent + 1
-                    break
-            previous = {
-                "candidate": StepRecord(starts["candidate"], rc),
-                "reference": StepRecord(starts["reference"], rr),
-            }
-            starts = {
-                "candidate": final["reference" if mode == "resync" else "candidate"],
-                "reference": final["reference"],
-            }
-    except KeyboardInterrupt:
-        interrupted = True
+        run.run(int(steps), bar)
     finally:
         if bar is not None:
             bar.close()
-    steps_run = len(trace)
 
-    frame = pd.DataFrame(trace.rows(), columns=TRACE_COLUMNS)
+    frame = pd.DataFrame(run.trace.rows(), columns=TRACE_COLUMNS)
     frame.index.name = "step"
     return Report(
-        ok=first is None and not interrupted,
-        steps_run=steps_run,
-        first_divergence=first,
+        ok=run.first is None and not run.interrupted,
+        steps_run=len(run.trace),
+        first_divergence=run.first,
         trace=frame,
         steps=int(steps),
-        divergent_steps=divergent,
-        interrupted=interrupted,
+        divergent_steps=run.divergent,
+        interrupted=run.interrupted,
         mode=mode,
         candidate=backend_label(candidate),
         reference=backend_label(reference),
         rtol=tol.rtol,
         atol=tol.atol,
         spec=spec.to_dict(),
-        seconds=seconds,
-        final_params=final,
+        seconds=run.seconds,
+        final_params=run.final_params(),
     )
 
 
@@ -196,29 +145,321 @@ class _Trace:
     def __len__(self) -> int:
         return self._n
 
-    def append(self, candidate_loss: float, reference_loss: float, found: StepComparison) -> None:
-        if self._n == len(self._rows):
+    def extend(self, rows: np.ndarray) -> None:
+        """Append rows of ``TRACE_COLUMNS``."""
+        while self._n + len(rows) > len(self._rows):
             self._rows = np.concatenate([self._rows, np.full_like(self._rows, np.nan)])
-        row = self._rows[self._n]
-        row[0] = candidate_loss
-        row[1] = reference_loss
-        row[2::2] = found.abs_err
-        row[3::2] = found.rel_err
-        self._n += 1
+        self._rows[self._n : self._n + len(rows)] = rows
+        self._n += len(rows)
 
     def rows(self) -> np.ndarray:
         return self._rows[: self._n]
 
 
-def _step(backend: Backend, x: np.ndarray, y: np.ndarray) -> StepResult | Exception:
-    """The backend's step, or the exception it raised (reported, not propagated)."""
-    try:
-        return backend.step(x, y)
-    except Exception as exc:
-        return exc
+# Steps are run and compared in blocks: each backend runs a block of steps on its own (switching
+# between numpy and torch at every step costs ~20% in cache misses), then the block is compared at
+# once. Small networks take 256 steps a block; one whose rows would not fit in BLOCK_BYTES, fewer.
+BLOCK_STEPS = 256
+BLOCK_BYTES = 4 * 2**20  # per side and block
 
 
-def _raised(step: int, role: str, method: str, exc: Exception) -> Divergence:
+class _Side:
+    """One backend: its rows of results, the results that did not fit a row, and how a block ended."""
+
+    def __init__(self, role: str, backend: Backend, x: np.ndarray, y: np.ndarray) -> None:
+        self.role = role
+        self.backend = backend
+        self.x, self.y = x, y
+        self.rows = np.empty((0, 0))
+        self.odd: dict[int, object] = {}  # step -> a result that did not fit the layout
+        self.n = 0  # steps with a result this block
+        self.error: tuple[int, str, Exception] | None = None  # (step, method, exception)
+        self.seconds = 0.0
+        self.returned: list[object] = []  # the arrays the last step returned
+        self.misbehaved: list[tuple[int, int, Divergence, bool]] = []  # findings this block
+
+
+class _Lockstep:
+    """The lockstep run: both backends, block by block, and what the comparison found."""
+
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        x: np.ndarray,
+        y: np.ndarray,
+        start: list[LayerParams],
+        cand: Backend,
+        ref: Backend,
+        comparator: Comparator,
+        mode: str,
+        keep_going: bool,
+        diagnosis: bool,
+    ) -> None:
+        self.spec, self.x, self.y, self.start = spec, x, y, start
+        self.comparator = comparator
+        self.mode, self.keep_going, self.diagnosis = mode, keep_going, diagnosis
+        # A backend must not change its inputs: the candidate gets read-only views (writing to them
+        # raises where it happens); the reference gets copies, checked after every block.
+        x_view, y_view = x.view(), y.view()
+        x_view.flags.writeable = False
+        y_view.flags.writeable = False
+        self.cand = _Side("candidate", cand, x_view, y_view)
+        self.ref = _Side("reference", ref, x.copy(), y.copy())
+        self.layout: RowLayout | None = None
+        self.trace = _Trace(0)
+        self.first: Divergence | None = None
+        self.divergent = 0
+        self.interrupted = False
+        self.seconds = {"candidate": 0.0, "reference": 0.0}
+        self.last_step = -1  # the last step recorded
+        self._block = 1
+        self._ring = 3
+        self._rows = np.empty((0, len(TRACE_COLUMNS)))
+
+    # --- running -------------------------------------------------------------------------------------
+
+    def run(self, steps: int, bar: Any) -> None:
+        self.trace = _Trace(steps)
+        t = 0
+        try:
+            while t < steps:
+                # The first block is one step (the layout comes from its result); the others start
+                # at multiples of the block size.
+                over = self._run_block(t, min(self._block - t % self._block, steps - t))
+                if bar is not None:
+                    bar.update(len(self.trace) - bar.n)
+                if over:
+                    break
+                t = self.last_step + 1
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            self.seconds = {"candidate": self.cand.seconds, "reference": self.ref.seconds}
+
+    def _run_block(self, t: int, k: int) -> bool:
+        """Steps ``t`` to ``t + k - 1``: run, compare, record; ``True`` when the run is over."""
+        for side in (self.cand, self.ref):
+            side.odd = {s: r for s, r in side.odd.items() if s >= t - 2}  # kept for the diagnosis
+            side.n, side.error, side.misbehaved = 0, None, []
+        try:
+            self._run_side(self.ref, t, k)
+            # The candidate also takes the step where the reference raised: its own error comes first.
+            self._run_side(self.cand, t, self.ref.n + (self.ref.error is not None))
+        except KeyboardInterrupt:
+            self._settle(t)
+            raise
+        return self._settle(t)
+
+    def _run_side(self, side: _Side, t: int, k: int) -> None:
+        backend, x, y = side.backend, side.x, side.y
+        resync = side is self.cand and self.mode == "resync"
+        clock = time.perf_counter
+        for step in range(t, t + k):
+            t0 = clock()
+            try:
+                result = backend.step(x, y)
+            except Exception as exc:  # a backend's failure is a finding, not a crash
+                side.seconds += clock() - t0
+                side.error = (step, "step", exc)
+                return
+            side.seconds += clock() - t0
+            if self.layout is None:
+                self._start_layout(result)
+            assert self.layout is not None
+            returned = self.layout.fill(result, side.rows[step % self._ring])
+            if returned is None:
+                side.odd[step] = result
+                side.rows[step % self._ring] = np.nan  # compared on its own
+            elif step > 0 and (step <= 2 or step == t + 1 or self._block == 1):
+                # Once a block (every step when a block is one step): arrays returned earlier intact?
+                self._check_returned(side, step, returned)
+            side.returned = returned or []
+            side.n += 1
+            if resync and step < t + self.ref.n:
+                try:
+                    backend.set_params(copy_params(self._result(self.ref, step).params))
+                except Exception as exc:
+                    side.error = (step, "set_params", exc)
+                    return
+
+    def _start_layout(self, result: object) -> None:
+        """The rows' layout, from the first result: with activations if it reports them."""
+        layout = RowLayout(self.spec, len(self.x), _has_activations(result))
+        row_bytes = self.spec.np_dtype.itemsize * max(layout.width, 1)
+        self._block = max(1, min(BLOCK_STEPS, BLOCK_BYTES // row_bytes))
+        # Blocks start at multiples of the block size and never wrap round the ring, so the two
+        # steps before a block (which the diagnosis needs) are still in it.
+        self._ring = 3 * self._block
+        for side in (self.cand, self.ref):
+            side.rows = np.empty((self._ring, layout.width), dtype=self.spec.np_dtype)
+        self.layout = layout
+
+    def _result(self, side: _Side, step: int) -> StepResult:
+        """One side's result of a recent step: what it returned, or a view of its row."""
+        if step in side.odd:
+            return side.odd[step]  # type: ignore[return-value]
+        assert self.layout is not None
+        return self.layout.unflatten(side.rows[step % self._ring])
+
+    # --- comparing ------------------------------------------------------------------------------------
+
+    def _settle(self, t: int) -> bool:
+        """Compare and record what both sides produced from step ``t``; ``True`` when the run is over."""
+        cand, ref = self.cand, self.ref
+        m = min(cand.n, ref.n)
+        # (step, order within the step, divergence, whether it ends the run)
+        events: list[tuple[int, int, Divergence, bool]] = []
+        for order, side in enumerate((cand, ref)):
+            if side.error is not None:
+                step, method, exc = side.error
+                # A step that raised had no comparison; a set_params() that raised came after one.
+                events.append(
+                    (step, 2 if method == "set_params" else order - 2, _raised(step, side, method, exc), True)
+                )
+        if m:
+            events += self._compare(t, m)
+            changed = self._inputs_changed(t, t + m - 1)
+            if changed is not None:
+                events.append((t + m - 1, 3, changed, True))
+        events.sort(key=lambda e: (e[0], e[1]))
+        last, over = t + m - 1, False
+        for step, order, found, fatal in events:
+            if self.first is None:
+                self.first = found if fatal else self._diagnosed(found)
+            if not fatal:
+                self.divergent += 1
+            if fatal or not self.keep_going:
+                # A step that raised is not kept; one compared before set_params() raised is.
+                last, over = (step - 1 if order < 0 else step), True
+                break
+        self._record(t, last)
+        return over
+
+    def _compare(self, t: int, m: int) -> list[tuple[int, int, Divergence, bool]]:
+        """Compare steps ``t`` to ``t + m - 1``: their trace rows, and one event per divergent step."""
+        assert self.layout is not None
+        layout, comparator = self.layout, self.comparator
+        at = t % self._ring
+        cands, refs = self.cand.rows[at : at + m], self.ref.rows[at : at + m]
+        found = comparator.compare_rows(layout, cands, refs)
+        rows = np.empty((m, len(TRACE_COLUMNS)))
+        rows[:, 0] = cands[:, layout.loss_at]
+        rows[:, 1] = refs[:, layout.loss_at]
+        rows[:, 2::2] = found.abs_err
+        rows[:, 3::2] = found.rel_err
+        odd = {s for s in self.cand.odd.keys() | self.ref.odd.keys() if t <= s < t + m}
+        events = [
+            (t + i, 0, comparator.row_divergence(layout, cands[i], refs[i], t + i), False)
+            for i in map(int, np.flatnonzero(~found.ok))
+            if t + i not in odd
+        ]
+        for step in sorted(odd):  # a result that did not fit a row: compared on its own
+            rc, rr = self._result(self.cand, step), self._result(self.ref, step)
+            one = comparator.compare(rc, rr, step)
+            rows[step - t, :2] = _as_float(getattr(rc, "loss", None)), _as_float(getattr(rr, "loss", None))
+            rows[step - t, 2::2] = one.abs_err
+            rows[step - t, 3::2] = one.rel_err
+            if one.divergence is not None:
+                events.append((step, 0, one.divergence, False))
+        for side in (self.cand, self.ref):
+            events += [e for e in side.misbehaved if t <= e[0] < t + m]
+        self._rows = rows
+        return events
+
+    def _record(self, t: int, last: int) -> None:
+        """Keep the trace of steps ``t`` to ``last``."""
+        if last >= t:
+            self.trace.extend(self._rows[: last - t + 1])
+            self.last_step = last
+
+    # --- the diagnosis --------------------------------------------------------------------------------
+
+    def _diagnosed(self, found: Divergence) -> Divergence:
+        """``found`` with the diagnosis's verdict and hint, when asked for."""
+        if not self.diagnosis or found.stage == "step":
+            return found
+        if found.nonfinite_identical:  # both sides overflowed alike: nothing for an oracle to settle
+            return replace(found, verdict="undetermined")
+        step = found.step
+        results = self._both(step)
+        before = self._both(step - 1) if step >= 1 else None
+        previous = None
+        if before is not None:
+            earlier = self._both(step - 2) if step >= 2 else None
+            previous = {
+                side: StepRecord(self._starts(earlier)[side], before[side])
+                for side in ("candidate", "reference")
+            }
+        why = diagnose(self.spec, self.x, self.y, self._starts(before), results, found, previous=previous)
+        return why.apply(found)
+
+    def _both(self, step: int) -> dict[str, StepResult]:
+        return {"candidate": self._result(self.cand, step), "reference": self._result(self.ref, step)}
+
+    def _starts(self, before: dict[str, StepResult] | None) -> dict[str, list[LayerParams]]:
+        """The parameters each side started a step with: those the step before ended with."""
+        if before is None:
+            return {"candidate": self.start, "reference": self.start}
+        ref = _params_or_empty(before["reference"])
+        cand = ref if self.mode == "resync" else _params_or_empty(before["candidate"])
+        return {"candidate": cand, "reference": ref}
+
+    # --- backends that misbehave ------------------------------------------------------------------------
+
+    def _check_returned(self, side: _Side, step: int, returned: list[object]) -> None:
+        """Find a backend that changed, in place, an array it returned at the step before."""
+        assert self.layout is not None
+        if len(side.returned) != len(returned) or step - 1 in side.odd:
+            return
+        row = side.rows[(step - 1) % self._ring]
+        keys = [k for k in self.layout.keys if k.stage != "loss"]
+        for i, (before, now) in enumerate(zip(side.returned, returned)):
+            if not np.may_share_memory(before, now):
+                continue
+            q = i if i < self.layout.n_activations else i + 1  # the loss has no array
+            if np.array_equal(self.layout.quantity(row, q), before, equal_nan=True):  # type: ignore[arg-type]
+                continue
+            key = keys[i]
+            what = Divergence(step, key.stage, key.layer, key.tensor, None, 0.0, 0.0, 0.0, 0.0).place
+            message = (
+                f"the {side.role}'s step() changed, in place, the {what} it returned at step {step - 1} "
+                "(the same array came back at this step); return copies, since the caller keeps "
+                "what a step returns"
+            )
+            side.misbehaved.append((step, 1, _misbehaved(step, side.role, message), False))
+            return
+
+    def _inputs_changed(self, t: int, last: int) -> Divergence | None:
+        """A reference that changed the inputs it was given (the candidate's are read-only)."""
+        changed = [
+            n
+            for n, a, b in (("x", self.ref.x, self.x), ("y", self.ref.y, self.y))
+            if not np.array_equal(a, b)
+        ]
+        if not changed:
+            return None
+        return _misbehaved(
+            last,
+            "reference",
+            f"the reference changed the input array {' and '.join(changed)} it was given, in place, "
+            f"during steps {t} to {last}; a backend must not change its inputs",
+        )
+
+    def final_params(self) -> dict[str, list[LayerParams]]:
+        """Each side's parameters after the last step recorded (copies)."""
+        if self.last_step < 0:
+            return {"candidate": self.start, "reference": self.start}
+        return {s: copy_params(_params_or_empty(r)) for s, r in self._both(self.last_step).items()}
+
+
+def _raised(step: int, side: _Side, method: str, exc: Exception) -> Divergence:
+    message = f"the {side.role}'s {method}() raised {type(exc).__name__}: {exc}"
+    if isinstance(exc, ValueError) and "read-only" in str(exc):
+        message += " (x and y are passed read-only: a backend must not change the arrays it is given)"
+    return _misbehaved(step, side.role, message)
+
+
+def _misbehaved(step: int, role: str, message: str) -> Divergence:
     nan = float("nan")
     return Divergence(
         step=step,
@@ -231,7 +472,7 @@ def _raised(step: int, role: str, method: str, exc: Exception) -> Divergence:
         abs_err=nan,
         rel_err=nan,
         verdict=role,
-        message=f"the {role}'s {method}() raised {type(exc).__name__}: {exc}",
+        message=message,
     )
 
 
