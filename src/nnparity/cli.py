@@ -1,7 +1,8 @@
 """The ``nnparity`` command line.
 
-Exit status: 0 when the backends agree, 1 when they diverge, 2 for bad input or
-usage (one line on stderr, no traceback).
+Exit status: 0 when the backends agree, 1 when they diverge (or the run was
+interrupted before it finished), 2 for bad input or usage (one line on stderr, no
+traceback).
 """
 
 from __future__ import annotations
@@ -191,9 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("nnparity: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # outside a run (a run that is interrupted reports what it checked)
+        print("nnparity: interrupted before anything was verified.", file=sys.stderr)
+        return EXIT_DIVERGED
 
 
 def _seed(args: argparse.Namespace) -> int:
