@@ -64,12 +64,18 @@ def main() -> None:
         print(f"{name:26s} {med[name]:7.3f} s  {per_step[name]:7.1f} us/step")
     anchor = med["notebook numpy loop"] + med["notebook torch loop"]
     print()
-    print(f"target 1: verify / (notebook numpy + torch loops) = {med['verify (numpy vs torch)'] / anchor:.2f}"
-          " (goal <= 1.0, aim 0.6)")
-    print(f"target 2: NumpyBackend.step / notebook numpy loop = "
-          f"{med['NumpyBackend.step loop'] / med['notebook numpy loop']:.2f} (goal <= 1.0)")
-    print(f"(TorchBackend.step / notebook torch loop = "
-          f"{med['TorchBackend.step loop'] / med['notebook torch loop']:.2f})")
+    print(
+        f"target 1: verify / (notebook numpy + torch loops) = {med['verify (numpy vs torch)'] / anchor:.2f}"
+        " (goal <= 1.0, aim 0.6)"
+    )
+    print(
+        f"target 2: NumpyBackend.step / notebook numpy loop = "
+        f"{med['NumpyBackend.step loop'] / med['notebook numpy loop']:.2f} (goal <= 1.0)"
+    )
+    print(
+        f"(TorchBackend.step / notebook torch loop = "
+        f"{med['TorchBackend.step loop'] / med['notebook torch loop']:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -19,6 +20,7 @@ from nnparity.records import LayerParams, StepResult, as_real, copy_params
 from nnparity.report import Divergence, Report
 from nnparity.resources import check_memory
 from nnparity.spec import NetworkSpec
+from nnparity.worker import Worker, can_fork
 
 MODES = ("free", "resync")
 TRACE_COLUMNS = [
@@ -43,6 +45,7 @@ def verify(
     keep_going: bool = False,
     progress: bool = False,
     diagnosis: bool = True,
+    parallel: bool = True,
 ) -> Report:
     """Train ``candidate`` and ``reference`` in lockstep on ``(x, y)`` and compare every step.
 
@@ -54,7 +57,10 @@ def verify(
     tolerance together. The run stops at the first divergence unless
     ``keep_going``, which runs every step and counts the divergent ones. The
     first divergence is diagnosed (``verdict``, ``hint``, the oracle's value; see
-    :mod:`nnparity.diagnosis`) unless ``diagnosis=False``.
+    :mod:`nnparity.diagnosis`) unless ``diagnosis=False``. With ``parallel`` (the
+    default), a long run of a small network against the built-in torch reference runs
+    the reference in a worker process on a second core (:mod:`nnparity.worker`); the
+    report is the same either way.
     """
     if not isinstance(spec, NetworkSpec):
         raise NnparityError(f"spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
@@ -69,6 +75,7 @@ def verify(
     cand = _construct(candidate, spec, start, "candidate")
     ref = _construct(reference, spec, start, "reference")
     run = _Lockstep(spec, x, y, start, cand, ref, Comparator(spec, tol), mode, keep_going, diagnosis)
+    run.parallel = parallel and can_fork() and os.environ.get("NNPARITY_PARALLEL", "1") != "0"
     bar = _progress_bar(steps) if progress else None
     try:
         run.run(int(steps), bar)
@@ -161,6 +168,9 @@ class _Trace:
 # once. Small networks take 256 steps a block; one whose rows would not fit in BLOCK_BYTES, fewer.
 BLOCK_STEPS = 256
 BLOCK_BYTES = 4 * 2**20  # per side and block
+# A run this long (of a network small enough for full blocks) puts the reference in a worker
+# process: forking costs ~10-20 ms, a few hundred of a small network's steps.
+PARALLEL_MIN_STEPS = 2048
 
 
 class _Side:
@@ -215,6 +225,9 @@ class _Lockstep:
         self._block = 1
         self._ring = 3
         self._rows = np.empty((0, len(TRACE_COLUMNS)))
+        self.parallel = False
+        self._worker: Worker | None = None
+        self._worker_base = 0.0  # the reference's seconds before the worker took over
 
     # --- running -------------------------------------------------------------------------------------
 
@@ -231,10 +244,36 @@ class _Lockstep:
                 if over:
                     break
                 t = self.last_step + 1
+                if t == 1 and self.parallel and self.layout is not None and self._can_run_apart(steps):
+                    self._worker = Worker(
+                        self.ref.backend,
+                        self.layout,
+                        self.ref.rows,
+                        self.ref.x,
+                        self.ref.y,
+                        self._block,
+                        t,
+                        steps,
+                    )
+                    self.ref.rows = self._worker.rows
+                    self._worker_base = self.ref.seconds
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
+            if self._worker is not None:
+                self._worker.close()
             self.seconds = {"candidate": self.cand.seconds, "reference": self.ref.seconds}
+
+    def _can_run_apart(self, steps: int) -> bool:
+        """Whether the reference may run in a worker process: the built-in torch backend (a user's
+        could depend on its process, or change its inputs where the parent would not see it), a
+        run long enough, and rows small enough for full blocks."""
+        kind = type(self.ref.backend)
+        return (
+            (kind.__module__, kind.__qualname__) == ("nnparity.torch_backend", "TorchBackend")
+            and steps >= PARALLEL_MIN_STEPS
+            and self._block == BLOCK_STEPS
+        )
 
     def _run_block(self, t: int, k: int) -> bool:
         """Steps ``t`` to ``t + k - 1``: run, compare, record; ``True`` when the run is over."""
@@ -242,7 +281,13 @@ class _Lockstep:
             side.odd = {s: r for s, r in side.odd.items() if s >= t - 2}  # kept for the diagnosis
             side.n, side.error, side.misbehaved = 0, None, []
         try:
-            self._run_side(self.ref, t, k)
+            if self._worker is None:
+                self._run_side(self.ref, t, k)
+            else:
+                self._worker.at(t)
+                done = self._worker.receive()
+                self.ref.n, self.ref.error = done.n, done.error
+                self.ref.seconds = self._worker_base + done.seconds
             # The candidate also takes the step where the reference raised: its own error comes first.
             self._run_side(self.cand, t, self.ref.n + (self.ref.error is not None))
         except KeyboardInterrupt:
@@ -453,7 +498,8 @@ class _Lockstep:
 
 
 def _raised(step: int, side: _Side, method: str, exc: Exception) -> Divergence:
-    message = f"the {side.role}'s {method}() raised {type(exc).__name__}: {exc}"
+    kind = getattr(exc, "kind", type(exc).__name__)  # a worker's RemoteError tells the original type
+    message = f"the {side.role}'s {method}() raised {kind}: {exc}"
     if isinstance(exc, ValueError) and "read-only" in str(exc):
         message += " (x and y are passed read-only: a backend must not change the arrays it is given)"
     return _misbehaved(step, side.role, message)
