@@ -16,6 +16,7 @@ so the first quantity out of tolerance names where the math first goes wrong.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +27,7 @@ from nnparity.report import Divergence
 from nnparity.spec import NetworkSpec
 
 STAGES = ("forward", "loss", "gradient", "update")
+PIECE = 1 << 14  # numbers compared at a time: the comparison's work arrays stay in cache
 
 
 class Tolerance(NamedTuple):
@@ -126,6 +128,7 @@ class Comparator:
         self.tol = tol
         self.dtype = spec.np_dtype
         self._layouts = {forward: _Layout(quantity_keys(spec, forward)) for forward in (True, False)}
+        self._work = np.empty(0, dtype=self.dtype)
 
     def compare(self, candidate: StepResult, reference: StepResult, step: int) -> StepComparison:
         """Compare one step of two backends; never raises on a malformed candidate result."""
@@ -145,19 +148,53 @@ class Comparator:
         return StepComparison(abs_err, rel_err, broken)
 
     def compare_rows(self, layout: RowLayout, cands: np.ndarray, refs: np.ndarray) -> RowComparison:
-        """Compare many steps at once: rows of ``layout``, one per step."""
-        k = len(cands)
-        abs_err = np.full((k, len(STAGES)), np.nan)
+        """Compare many steps at once: rows of ``layout``, one per step.
+
+        The rows are taken a piece at a time (one quantity, or ``PIECE`` numbers of a large one),
+        so that the few temporaries stay small, in cache, and are reused.
+        """
+        m = len(cands)
+        width = max(1, PIECE // max(m, 1))
+        pieces = (
+            (STAGES.index(key.stage), cands[:, a : min(hi, a + width)], refs[:, a : min(hi, a + width)])
+            for key, lo, hi in zip(layout.keys, layout.offsets[:-1], layout.offsets[1:])
+            for a in range(int(lo), int(hi), width)
+        )
+        return self._errors(pieces, m)
+
+    def _errors(self, pieces: Iterable[tuple[int, np.ndarray, np.ndarray]], m: int) -> RowComparison:
+        """Per step (the pieces' first axis) and stage, the largest errors, and which steps agree."""
+        abs_err = np.full((m, len(STAGES)), -np.inf)
         rel_err = abs_err.copy()
+        ok = np.ones(m, dtype=bool)
+        atol, rtol = self.tol.atol, self.tol.rtol
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            diff = np.abs(cands - refs)
-            abs_r = np.abs(refs)
-            ok = diff <= self.tol.atol + self.tol.rtol * abs_r
-            rel = diff / abs_r
-            rel[diff == 0] = 0.0
-        abs_err[:, layout.stages] = np.maximum.reduceat(diff, layout.stage_starts, axis=1)
-        rel_err[:, layout.stages] = np.maximum.reduceat(rel, layout.stage_starts, axis=1)
-        return RowComparison(abs_err, rel_err, ok.all(axis=1))
+            for stage, c, r in pieces:
+                d, e = self._scratch(c)
+                axes = tuple(range(1, c.ndim))
+                np.subtract(c, r, out=d)
+                np.abs(d, out=d)
+                d_max = d.max(axis=axes)
+                np.abs(r, out=e)
+                if not (d_max <= atol).all():  # else every element is within atol: no need to look
+                    ok &= (d <= atol + rtol * e).all(axis=axes)
+                # |c - r| / |r|, where 0 / 0 (NaN, which fmax skips) counts as 0 and NaN as NaN.
+                np.divide(d, e, out=e)
+                r_max = np.fmax.reduce(e, axis=axes)
+                r_max[d_max == 0] = 0.0
+                r_max[np.isnan(d_max)] = np.nan
+                np.maximum(abs_err[:, stage], d_max, out=abs_err[:, stage])
+                np.maximum(rel_err[:, stage], r_max, out=rel_err[:, stage])
+        abs_err[abs_err == -np.inf] = np.nan  # a stage with nothing to compare
+        rel_err[rel_err == -np.inf] = np.nan
+        return RowComparison(abs_err, rel_err, ok)
+
+    def _scratch(self, like: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two work arrays shaped like ``like``, cut from buffers kept between calls."""
+        n = like.size
+        if self._work.size < 2 * n or self._work.dtype != like.dtype:
+            self._work = np.empty(2 * max(n, PIECE), dtype=like.dtype)
+        return self._work[:n].reshape(like.shape), self._work[n : 2 * n].reshape(like.shape)
 
     def row_divergence(self, layout: RowLayout, cand: np.ndarray, ref: np.ndarray, step: int) -> Divergence:
         """The first quantity out of tolerance in one pair of rows (which must have one)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -78,7 +80,8 @@ def verify(
     run.parallel = parallel and can_fork() and os.environ.get("NNPARITY_PARALLEL", "1") != "0"
     bar = _progress_bar(steps) if progress else None
     try:
-        run.run(int(steps), bar)
+        with _torch_threads():
+            run.run(int(steps), bar)
     finally:
         if bar is not None:
             bar.close()
@@ -102,6 +105,32 @@ def verify(
         seconds=run.seconds,
         final_params=run.final_params(),
     )
+
+
+@contextmanager
+def _torch_threads() -> Iterator[None]:
+    """Torch on one thread for the run (``NNPARITY_TORCH_THREADS`` to choose), as it was after.
+
+    Measured on two cores: torch's OpenMP workers spin between calls and starve OpenBLAS's
+    threads on the numpy side, making both backends 3-15x slower inside a run than alone; with
+    one torch thread each runs at its own speed, and torch alone was faster too (784-256-256-10,
+    batch 128, float32: 1.7 against 2.7 ms a step).
+    """
+    torch = sys.modules.get("torch")  # imported by now if a torch backend takes part
+    wanted = os.environ.get("NNPARITY_TORCH_THREADS", "1")
+    if torch is None or wanted == "default":
+        yield
+        return
+    if not wanted.isdigit() or int(wanted) < 1:
+        raise NnparityError(
+            f"NNPARITY_TORCH_THREADS must be a whole number >= 1 or 'default'; got {wanted!r}."
+        )
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(wanted))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def check_batch(spec: NetworkSpec, x: object, y: object) -> tuple[np.ndarray, np.ndarray]:
