@@ -4,8 +4,10 @@
 ``nn.Linear``'s own initialisation (``init_params(scheme="torch")``), in float32 and float64:
 
 * ``NumpyBackend.step`` against ``TorchBackend.step``, each in its own loop (goal: ratio <= 1.2);
-* ``verify``'s overhead: its wall time minus the time spent inside the two backends' ``step``
-  (``Report.seconds``), as a fraction of that backend time (goal: < 10%).
+* ``verify``'s overhead: its wall time against the two step loops run on their own, each in its
+  own default thread setting (goal: < 10% more). The time ``verify`` spent inside the backends'
+  ``step`` (``Report.seconds``) is shown too; with the reference in a worker process the two
+  overlap, so the wall time can be less than their sum.
 
 Each figure is the median of ``--repeats`` interleaved runs in one process; the ratios are what
 count, since the machine is shared and noisy.
@@ -119,12 +121,14 @@ def main() -> None:
         print(f"  {'  divergent steps':26s} {max(extra['divergent'])} (free mode, default tolerances)")
         ratio = med["NumpyBackend.step loop"] / med["TorchBackend.step loop"]
         print(f"  target 3a: NumpyBackend.step / TorchBackend.step = {ratio:.2f} (goal <= 1.2)")
-        print(
-            f"  target 3b: verify overhead / the two backends' own time = {100 * overhead:.1f}% (goal < 10%)"
-        )
         standalone = med["NumpyBackend.step loop"] + med["TorchBackend.step loop"]
         alone = med["verify (numpy vs torch)"] / standalone
-        print(f"  (verify / the two step loops run on their own = {alone:.2f})")
+        print(
+            f"  target 3b: verify / the two step loops run on their own = {alone:.2f}, "
+            f"overhead {100 * (alone - 1):.0f}% (goal < 10%)"
+        )
+        # With the reference in a worker process the two backends overlap, so this can be < 0.
+        print(f"  (verify's wall time beyond its backends' own step time: {100 * overhead:.1f}%)")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from nnparity.spec import NetworkSpec
 
 STAGES = ("forward", "loss", "gradient", "update")
 PIECE = 1 << 14  # numbers compared at a time: the comparison's work arrays stay in cache
+BIG_ROW = 1 << 12  # numbers in a step's row above which its arrays are copied in one by one
 
 
 class Tolerance(NamedTuple):
@@ -273,6 +274,10 @@ class RowLayout:
         self.loss_at = int(self.offsets[self.n_activations])
         # What fill() accepts for every array but the loss: exactly these types, shapes and dtypes.
         self._signature = [(np.ndarray, shape, dtype) for shape in shapes if shape != ()]
+        arrays = [i for i, shape in enumerate(shapes) if shape != ()]
+        self._array_shapes = [shapes[i] for i in arrays]
+        self._array_lo = [int(self.offsets[i]) for i in arrays]
+        self._array_hi = [int(self.offsets[i + 1]) for i in arrays]
         stage_of = np.array([STAGES.index(k.stage) for k in self.keys])
         first_key = np.flatnonzero(np.concatenate(([True], stage_of[1:] != stage_of[:-1])))
         self.stage_starts = self.offsets[first_key]
@@ -310,9 +315,13 @@ class RowLayout:
         if not isinstance(loss, (float, np.floating)):
             return None
         at = self.loss_at
-        if at:
-            np.concatenate([a.ravel() for a in arrays[: self.n_activations]], out=row[:at])  # type: ignore[attr-defined]
         row[at] = loss
+        if self.width > BIG_ROW:  # one (strided) copy per array, straight into its place
+            for a, shape, lo, hi in zip(arrays, self._array_shapes, self._array_lo, self._array_hi):
+                np.copyto(row[lo:hi].reshape(shape), a)  # type: ignore[arg-type]
+            return arrays
+        if at:  # fewer calls for small arrays
+            np.concatenate([a.ravel() for a in arrays[: self.n_activations]], out=row[:at])  # type: ignore[attr-defined]
         np.concatenate([a.ravel() for a in arrays[self.n_activations :]], out=row[at + 1 :])  # type: ignore[attr-defined]
         return arrays
 

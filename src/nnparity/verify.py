@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -197,9 +197,11 @@ class _Trace:
 # once. Small networks take 256 steps a block; one whose rows would not fit in BLOCK_BYTES, fewer.
 BLOCK_STEPS = 256
 BLOCK_BYTES = 4 * 2**20  # per side and block
-# A run this long (of a network small enough for full blocks) puts the reference in a worker
-# process: forking costs ~10-20 ms, a few hundred of a small network's steps.
+# The reference goes to a worker process when the run is worth the fork (~10-20 ms): at least
+# PARALLEL_MIN_STEPS steps for a small network (full blocks), or, for a larger one, when the
+# reference's first step times the steps comes to PARALLEL_MIN_SECONDS.
 PARALLEL_MIN_STEPS = 2048
+PARALLEL_MIN_SECONDS = 0.2
 
 
 class _Side:
@@ -263,6 +265,7 @@ class _Lockstep:
     def run(self, steps: int, bar: Any) -> None:
         self.trace = _Trace(steps)
         t = 0
+        limits = ExitStack()
         try:
             while t < steps:
                 # The first block is one step (the layout comes from its result); the others start
@@ -286,9 +289,15 @@ class _Lockstep:
                     )
                     self.ref.rows = self._worker.rows
                     self._worker_base = self.ref.seconds
+                    # Two processes on two cores: the candidate's BLAS gets one thread, as torch does
+                    # in the worker (with more, each stalls the other: 1.5x slower, measured).
+                    from threadpoolctl import threadpool_limits
+
+                    limits.enter_context(threadpool_limits(limits=1, user_api="blas"))
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
+            limits.close()
             if self._worker is not None:
                 self._worker.close()
             self.seconds = {"candidate": self.cand.seconds, "reference": self.ref.seconds}
@@ -296,13 +305,13 @@ class _Lockstep:
     def _can_run_apart(self, steps: int) -> bool:
         """Whether the reference may run in a worker process: the built-in torch backend (a user's
         could depend on its process, or change its inputs where the parent would not see it), a
-        run long enough, and rows small enough for full blocks."""
+        run long enough (see PARALLEL_MIN_STEPS)."""
         kind = type(self.ref.backend)
-        return (
-            (kind.__module__, kind.__qualname__) == ("nnparity.torch_backend", "TorchBackend")
-            and steps >= PARALLEL_MIN_STEPS
-            and self._block == BLOCK_STEPS
-        )
+        if (kind.__module__, kind.__qualname__) != ("nnparity.torch_backend", "TorchBackend"):
+            return False
+        if self._block == BLOCK_STEPS:
+            return steps >= PARALLEL_MIN_STEPS
+        return steps >= 3 * self._block and steps * self.ref.seconds >= PARALLEL_MIN_SECONDS
 
     def _run_block(self, t: int, k: int) -> bool:
         """Steps ``t`` to ``t + k - 1``: run, compare, record; ``True`` when the run is over."""
