@@ -7,7 +7,8 @@ Each measurement runs in a fresh Python process, which reports its peak resident
 * baseline: import numpy, torch and nnparity, build the spec, batch and starting weights;
 * models: the baseline, plus a ``NumpyBackend`` and a ``TorchBackend`` trained side by side for
   the same steps without verification (the anchor: the two models' own memory);
-* verify: the baseline, plus ``verify`` of the two for the same steps.
+* verify: the baseline, plus ``verify`` of the two for the same steps, in this one process
+  (``parallel=False``; rows this large never go to the worker process anyway).
 
 A figure is a peak minus the baseline's; the ratio is verify's over the models'. Running verify for
 ``--steps`` and for a tenth of them shows the growth per step.
@@ -51,7 +52,7 @@ CHILD = textwrap.dedent(
             for b in backends:
                 b.step(x, y)
     elif what == "verify":
-        report = verify(spec, x, y, steps=steps, params=params)
+        report = verify(spec, x, y, steps=steps, params=params, parallel=False)
         extra = {{
             "ok": report.ok,
             "steps_run": report.steps_run,

@@ -22,6 +22,7 @@ from nnparity.dataset import or_table
 from nnparity.notebook import notebook_spec
 from nnparity.numpy_backend import NumpyBackend
 from nnparity.torch_backend import TorchBackend
+from nnparity.verify import check_batch
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -32,11 +33,13 @@ def timed(fn: Callable[[], object]) -> float:
 
 def backend_loop(cls: type, steps: int) -> Callable[[], None]:
     data, spec = or_table(), notebook_spec()
+    # The batch as verify() hands it to a backend: checked once, in the network's dtype.
+    x, y = check_batch(spec, data.x, data.y)
 
     def run() -> None:
         backend = cls(spec, init_params(spec))
         for _ in range(steps):
-            backend.step(data.x, data.y)
+            backend.step(x, y)
 
     return run
 

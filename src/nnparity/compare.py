@@ -163,6 +163,19 @@ class Comparator:
         )
         return self._errors(pieces, m)
 
+    def compare_results(
+        self, layout: RowLayout, cands: list[object], refs: list[object], losses: tuple[float, float]
+    ) -> RowComparison:
+        """Compare one step in place, without copying it into a row: the arrays of
+        :meth:`RowLayout.fits` for each side, and the two losses (for networks too large to copy)."""
+        loss = STAGES.index("loss")
+        pieces = [(loss, np.array([[losses[0]]]), np.array([[losses[1]]]))]
+        for stage, c_given, r_given in zip(layout.array_stages, cands, refs):
+            c, r = np.asarray(c_given), np.asarray(r_given)
+            rows = max(1, PIECE // (c[0].size if c.ndim > 1 else 1))  # pieces of whole rows
+            pieces += [(stage, c[None, a : a + rows], r[None, a : a + rows]) for a in range(0, len(c), rows)]
+        return self._errors(pieces, 1)
+
     def _errors(self, pieces: Iterable[tuple[int, np.ndarray, np.ndarray]], m: int) -> RowComparison:
         """Per step (the pieces' first axis) and stage, the largest errors, and which steps agree."""
         abs_err = np.full((m, len(STAGES)), -np.inf)
@@ -276,6 +289,7 @@ class RowLayout:
         self._signature = [(np.ndarray, shape, dtype) for shape in shapes if shape != ()]
         arrays = [i for i, shape in enumerate(shapes) if shape != ()]
         self._array_shapes = [shapes[i] for i in arrays]
+        self.array_stages = [STAGES.index(self.keys[i].stage) for i in arrays]
         self._array_lo = [int(self.offsets[i]) for i in arrays]
         self._array_hi = [int(self.offsets[i + 1]) for i in arrays]
         stage_of = np.array([STAGES.index(k.stage) for k in self.keys])
@@ -301,6 +315,17 @@ class RowLayout:
             out += [layer.weight for layer in reversed(grads)]
             out += [layer.weight for layer in params]
         return out
+
+    def fits(self, result: object) -> list[object] | None:
+        """``result``'s arrays (:meth:`arrays`) if it has exactly this layout's shapes and dtype."""
+        try:
+            arrays = self.arrays(result)
+            loss = result.loss  # type: ignore[attr-defined]
+            if [(type(a), a.shape, a.dtype) for a in arrays] != self._signature:  # type: ignore[attr-defined]
+                return None
+        except (AttributeError, TypeError, ValueError):
+            return None
+        return arrays if isinstance(loss, (float, np.floating)) else None
 
     def fill(self, result: object, row: np.ndarray) -> list[object] | None:
         """Copy ``result`` into ``row`` and return its arrays (:meth:`arrays`); ``None``, and ``row``

@@ -202,6 +202,10 @@ BLOCK_BYTES = 4 * 2**20  # per side and block
 # reference's first step times the steps comes to PARALLEL_MIN_SECONDS.
 PARALLEL_MIN_STEPS = 2048
 PARALLEL_MIN_SECONDS = 0.2
+PARALLEL_MAX_ROW_BYTES = 8 * 2**20  # beyond, a second model and shared rows cost too much memory
+# A step's results beyond this size are compared where they are, never copied: the run keeps only
+# the last steps' results (two, three with momentum, for the diagnosis) beside the models.
+DIRECT_ROW_BYTES = PARALLEL_MAX_ROW_BYTES
 
 
 class _Side:
@@ -213,6 +217,7 @@ class _Side:
         self.x, self.y = x, y
         self.rows = np.empty((0, 0))
         self.odd: dict[int, object] = {}  # step -> a result that did not fit the layout
+        self.kept: dict[int, object] = {}  # step -> a result compared in place (large networks)
         self.n = 0  # steps with a result this block
         self.error: tuple[int, str, Exception] | None = None  # (step, method, exception)
         self.seconds = 0.0
@@ -257,6 +262,8 @@ class _Lockstep:
         self._ring = 3
         self._rows = np.empty((0, len(TRACE_COLUMNS)))
         self.parallel = False
+        self._direct = False  # compare results in place instead of copying them into rows
+        self._history = 2  # steps kept before the current one (compared in place)
         self._worker: Worker | None = None
         self._worker_base = 0.0  # the reference's seconds before the worker took over
 
@@ -311,12 +318,18 @@ class _Lockstep:
             return False
         if self._block == BLOCK_STEPS:
             return steps >= PARALLEL_MIN_STEPS
-        return steps >= 3 * self._block and steps * self.ref.seconds >= PARALLEL_MIN_SECONDS
+        row_bytes = self.cand.rows[0].nbytes
+        return (
+            row_bytes <= PARALLEL_MAX_ROW_BYTES
+            and steps >= 3 * self._block
+            and steps * self.ref.seconds >= PARALLEL_MIN_SECONDS
+        )
 
     def _run_block(self, t: int, k: int) -> bool:
         """Steps ``t`` to ``t + k - 1``: run, compare, record; ``True`` when the run is over."""
         for side in (self.cand, self.ref):
             side.odd = {s: r for s, r in side.odd.items() if s >= t - 2}  # kept for the diagnosis
+            side.kept = {s: r for s, r in side.kept.items() if s >= t - self._history}
             side.n, side.error, side.misbehaved = 0, None, []
         try:
             if self._worker is None:
@@ -349,10 +362,15 @@ class _Lockstep:
             if self.layout is None:
                 self._start_layout(result)
             assert self.layout is not None
-            returned = self.layout.fill(result, side.rows[step % self._ring])
+            if self._direct:
+                returned = self.layout.fits(result)
+                side.kept[step] = result
+            else:
+                returned = self.layout.fill(result, side.rows[step % self._ring])
             if returned is None:
                 side.odd[step] = result
-                side.rows[step % self._ring] = np.nan  # compared on its own
+                if not self._direct:
+                    side.rows[step % self._ring] = np.nan  # compared on its own
             elif step > 0 and (step <= 2 or step == t + 1 or self._block == 1):
                 # Once a block (every step when a block is one step): arrays returned earlier intact?
                 self._check_returned(side, step, returned)
@@ -370,6 +388,11 @@ class _Lockstep:
         layout = RowLayout(self.spec, len(self.x), _has_activations(result))
         row_bytes = self.spec.np_dtype.itemsize * max(layout.width, 1)
         self._block = max(1, min(BLOCK_STEPS, BLOCK_BYTES // row_bytes))
+        if row_bytes > DIRECT_ROW_BYTES:
+            self._direct, self._block = True, 1
+            self._history = 2 if self.spec.optimizer.momentum else 1
+            self.layout = layout
+            return
         # Blocks start at multiples of the block size and never wrap round the ring, so the two
         # steps before a block (which the diagnosis needs) are still in it.
         self._ring = 3 * self._block
@@ -381,6 +404,8 @@ class _Lockstep:
         """One side's result of a recent step: what it returned, or a view of its row."""
         if step in side.odd:
             return side.odd[step]  # type: ignore[return-value]
+        if self._direct:
+            return side.kept[step]  # type: ignore[return-value]
         assert self.layout is not None
         return self.layout.unflatten(side.rows[step % self._ring])
 
@@ -422,20 +447,33 @@ class _Lockstep:
         """Compare steps ``t`` to ``t + m - 1``: their trace rows, and one event per divergent step."""
         assert self.layout is not None
         layout, comparator = self.layout, self.comparator
-        at = t % self._ring
-        cands, refs = self.cand.rows[at : at + m], self.ref.rows[at : at + m]
-        found = comparator.compare_rows(layout, cands, refs)
-        rows = np.empty((m, len(TRACE_COLUMNS)))
-        rows[:, 0] = cands[:, layout.loss_at]
-        rows[:, 1] = refs[:, layout.loss_at]
-        rows[:, 2::2] = found.abs_err
-        rows[:, 3::2] = found.rel_err
         odd = {s for s in self.cand.odd.keys() | self.ref.odd.keys() if t <= s < t + m}
-        events = [
-            (t + i, 0, comparator.row_divergence(layout, cands[i], refs[i], t + i), False)
-            for i in map(int, np.flatnonzero(~found.ok))
-            if t + i not in odd
-        ]
+        rows = np.full((m, len(TRACE_COLUMNS)), np.nan)
+        events = []
+        if self._direct:  # one step, compared where it is
+            if t not in odd:
+                rc, rr = self._result(self.cand, t), self._result(self.ref, t)
+                losses = (float(rc.loss), float(rr.loss))
+                found = comparator.compare_results(layout, layout.arrays(rc), layout.arrays(rr), losses)
+                rows[0, :2] = losses
+                rows[0, 2::2] = found.abs_err[0]
+                rows[0, 3::2] = found.rel_err[0]
+                divergence = None if found.ok[0] else comparator.compare(rc, rr, t).divergence
+                if divergence is not None:
+                    events.append((t, 0, divergence, False))
+        else:
+            at = t % self._ring
+            cands, refs = self.cand.rows[at : at + m], self.ref.rows[at : at + m]
+            found = comparator.compare_rows(layout, cands, refs)
+            rows[:, 0] = cands[:, layout.loss_at]
+            rows[:, 1] = refs[:, layout.loss_at]
+            rows[:, 2::2] = found.abs_err
+            rows[:, 3::2] = found.rel_err
+            events += [
+                (t + i, 0, comparator.row_divergence(layout, cands[i], refs[i], t + i), False)
+                for i in map(int, np.flatnonzero(~found.ok))
+                if t + i not in odd
+            ]
         for step in sorted(odd):  # a result that did not fit a row: compared on its own
             rc, rr = self._result(self.cand, step), self._result(self.ref, step)
             one = comparator.compare(rc, rr, step)
@@ -494,14 +532,15 @@ class _Lockstep:
         assert self.layout is not None
         if len(side.returned) != len(returned) or step - 1 in side.odd:
             return
-        row = side.rows[(step - 1) % self._ring]
         keys = [k for k in self.layout.keys if k.stage != "loss"]
         for i, (before, now) in enumerate(zip(side.returned, returned)):
             if not np.may_share_memory(before, now):
                 continue
-            q = i if i < self.layout.n_activations else i + 1  # the loss has no array
-            if np.array_equal(self.layout.quantity(row, q), before, equal_nan=True):  # type: ignore[arg-type]
-                continue
+            if not self._direct:  # a row keeps what it returned: did it change?
+                q = i if i < self.layout.n_activations else i + 1  # the loss has no array
+                was = self.layout.quantity(side.rows[(step - 1) % self._ring], q)
+                if np.array_equal(was, before, equal_nan=True):  # type: ignore[arg-type]
+                    continue
             key = keys[i]
             what = Divergence(step, key.stage, key.layer, key.tensor, None, 0.0, 0.0, 0.0, 0.0).place
             message = (

@@ -1,0 +1,64 @@
+"""Networks too large to copy a step into a row are compared in place (verify.DIRECT_ROW_BYTES),
+with the very report the row-by-row comparison gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnparity import SGD, NetworkSpec, StepResult, init_params, verify
+from nnparity.numpy_backend import NumpyBackend
+from test_misbehaving import KeepsReturnedArrays
+
+verify_module = __import__("nnparity.verify", fromlist=["DIRECT_ROW_BYTES"])
+
+SPEC = NetworkSpec((30, 40, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01, momentum=0.9))
+RNG = np.random.default_rng(0)
+X, Y = RNG.uniform(-1, 1, (8, 30)), RNG.uniform(-1, 1, (8, 5))
+
+
+class NudgedFromStep10(NumpyBackend):
+    steps = 0
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        result = super().step(x, y)
+        self.steps += 1
+        if self.steps > 10:
+            result.grads[0].weight[3, 7] *= 1.001
+        return result
+
+
+def _run(direct: bool, monkeypatch: pytest.MonkeyPatch, **kwargs: object) -> object:
+    monkeypatch.setattr(verify_module, "DIRECT_ROW_BYTES", 0 if direct else 1 << 40)
+    params = init_params(SPEC, scheme="torch")
+    return verify(SPEC, X, Y, steps=30, params=params, parallel=False, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"mode": "resync"},
+        {"candidate": NudgedFromStep10},
+        {"candidate": NudgedFromStep10, "keep_going": True},
+    ],
+    ids=["free", "resync", "divergence", "keep-going"],
+)
+def test_in_place_comparison_reports_what_rows_do(
+    kwargs: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_place = _run(True, monkeypatch, **kwargs)
+    rows = _run(False, monkeypatch, **kwargs)
+    assert in_place.to_json() == rows.to_json()  # type: ignore[attr-defined]
+    assert in_place.trace.equals(rows.trace)  # type: ignore[attr-defined]
+    assert in_place.trace.notna().all().all()  # type: ignore[attr-defined]
+
+
+def test_in_place_comparison_still_catches_returned_arrays_changed_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = _run(True, monkeypatch, candidate=KeepsReturnedArrays)
+    d = report.first_divergence  # type: ignore[attr-defined]
+    assert d is not None
+    assert (d.step, d.stage, d.verdict) == (1, "step", "candidate")
+    assert "changed, in place" in d.message
