@@ -319,6 +319,12 @@ COMMAND_LINE_CASES = [
         "check-seed-negative", ["check", "numpy", "--seed", "-1"], "argument --seed: expected a number from 0"
     ),
     bad("check-unknown-activation", ["check", "numpy", "--activations", "swish"], "unknown activations"),
+    bad("check-absurd-width", ["check", "numpy", "--max-width", "1000000"], "max_width must be at most 32"),
+    bad(
+        "check-absurd-rows",
+        ["check", "numpy", "--max-rows", "100000"],
+        "max_rows must be a whole number from 1 to 64",
+    ),
     bad("mutants-unknown", ["mutants", "--only", "NoSuchMutant"], "Unknown mutant 'NoSuchMutant'"),
 ]
 

@@ -34,6 +34,8 @@ def e(function: Any, **kwargs: Any) -> Any:
         e(network_specs, min_width=0),
         e(network_specs, min_width=5, max_width=4),
         e(network_specs, max_width=None),
+        e(network_specs, max_width=33),  # beyond what a search should draw
+        e(network_specs, max_layers=9),
         e(network_specs, activations="relu"),
         e(network_specs, activations=[]),
         e(network_specs, activations=["swish"]),
@@ -78,6 +80,8 @@ def e(function: Any, **kwargs: Any) -> Any:
         e(cases, modes=[]),
         e(cases, max_steps=0),
         e(cases, max_rows=0),
+        e(cases, max_rows=65),
+        e(cases, max_steps=1001),
         e(cases, max_steps=2.0),
         e(cases, activations=["swish"]),
     ],

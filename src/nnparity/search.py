@@ -31,11 +31,12 @@ from nnparity.initialization import init_params
 from nnparity.records import LayerParams
 from nnparity.report import Report
 from nnparity.spec import NetworkSpec
-from nnparity.strategies import DEFAULT_MAX_ROWS, MAX_SEED, batches, init_choices, network_specs
+from nnparity.strategies import CEILINGS, DEFAULT_MAX_ROWS, MAX_SEED, batches, init_choices, network_specs
 from nnparity.verify import MODES, verify
 
 DEFAULT_EXAMPLES = 100
 DEFAULT_MAX_STEPS = 4
+MAX_CASE_STEPS = 1000  # steps of one case, at most
 CONFIG_NAME, CSV_NAME = "repro.toml", "repro.csv"
 
 
@@ -68,9 +69,15 @@ def cases(
     if modes is not None and (isinstance(modes, str) or not modes or any(m not in MODES for m in modes)):
         raise NnparityError(f"modes must name some of {', '.join(MODES)}; got {modes!r}.")
     chosen = tuple(m for m in MODES if modes is None or m in modes)
-    for name, value in (("max_steps", max_steps), ("max_rows", max_rows)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise NnparityError(f"{name} must be a whole number >= 1; got {value!r}.")
+    for name, value, ceiling in (
+        ("max_steps", max_steps, MAX_CASE_STEPS),
+        ("max_rows", max_rows, CEILINGS["rows"]),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ceiling:
+            raise NnparityError(
+                f"{name} must be a whole number from 1 to {ceiling} (a search tries many small cases); "
+                f"got {value!r}."
+            )
     specs = network_specs(**spec_options)
     return _cases(specs, chosen, max_steps, max_rows)
 
@@ -196,8 +203,12 @@ def search(
         test()
     except _CaseFailedError:
         pass
-    except Exception:
-        if not findings:  # not a failure of the case: a bug of ours, or hypothesis' own error
+    except Exception as exc:
+        if findings:
+            pass
+        elif type(exc).__module__.startswith("hypothesis"):  # e.g. a strategy it cannot draw from
+            raise NnparityError(f"hypothesis cannot search these cases: {str(exc).splitlines()[0]}") from exc
+        else:  # not a failure of the case: a bug of ours
             raise
     seconds = time.perf_counter() - start
     if findings and findings[-1].report is not None:  # the shrunk case, now with its diagnosis

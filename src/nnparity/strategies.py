@@ -319,10 +319,21 @@ def init_choices(*, schemes: Collection[str] | None = None) -> st.SearchStrategy
     return st.tuples(st.sampled_from(names), st.integers(0, MAX_SEED))
 
 
+# Upper bounds: a search draws many networks, so each must stay small (hypothesis itself refuses
+# lists of more than 8,192 elements, such as 64 rows of 32 inputs and 32 targets; and wide float32
+# networks differ by rounding alone).
+CEILINGS = {"layers": 8, "width": 32, "rows": 64}
+
+
 def _int_range(where: str, name: str, min_value: object, max_value: object, *, floor: int) -> tuple[int, int]:
     lo, hi = _whole(where, f"min_{name}", min_value), _whole(where, f"max_{name}", max_value)
     if lo < floor:
         raise NnparityError(f"{where}: min_{name} must be at least {floor}; got {lo}.")
+    ceiling = CEILINGS[name]
+    if hi > ceiling:
+        raise NnparityError(
+            f"{where}: max_{name} must be at most {ceiling} (a search tries many small networks); got {hi}."
+        )
     if lo > hi:
         raise NnparityError(f"{where}: min_{name}={lo} is larger than max_{name}={hi}.")
     return lo, hi
