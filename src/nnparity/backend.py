@@ -96,4 +96,5 @@ def backend_label(name_or_path: str | type) -> str:
     """A short name for reports: the string as given, or ``module:Class`` for a class."""
     if isinstance(name_or_path, str):
         return name_or_path
-    return f"{name_or_path.__module__}:{name_or_path.__qualname__}"
+    label = getattr(name_or_path, "nnparity_label", None)  # e.g. "torch (cuda)"
+    return label if isinstance(label, str) else f"{name_or_path.__module__}:{name_or_path.__qualname__}"

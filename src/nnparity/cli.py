@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="numpy, torch, MODULE:CLASS or a trajectory FILE.npz from nnparity record (default torch)",
     )
     ver.add_argument("--mode", choices=("free", "resync"), help="free (default) or resync")
+    ver.add_argument(
+        "--device", default="cpu", help="where the torch backend runs: cpu (default), cuda, cuda:1, ..."
+    )
     ver.add_argument("--rtol", type=_tolerance, help="relative tolerance (with --atol)")
     ver.add_argument("--atol", type=_tolerance, help="absolute tolerance (with --rtol)")
     ver.add_argument("--keep-going", action="store_true", help="run every step and count the divergent ones")
@@ -255,14 +258,22 @@ def _verify(args: argparse.Namespace) -> int:
     # Let MODULE:CLASS name a module in the current directory, as `python -m` would.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    candidate, reference = args.candidate, args.reference
+    if args.device != "cpu":
+        if "torch" not in (args.candidate, args.reference):
+            raise NnparityError("--device places the torch backend, but neither side is torch.")
+        from nnparity.torch_backend import on_device
+
+        torch_class = on_device(args.device)
+        candidate, reference = (torch_class if name == "torch" else name for name in (candidate, reference))
     report = verify(
         config.spec,
         data.x,
         data.y,
         steps=config.steps,
         params=params,
-        candidate=args.candidate,
-        reference=args.reference,
+        candidate=candidate,
+        reference=reference,
         mode=config.mode,
         rtol=rtol,
         atol=atol,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from nnparity.errors import NnparityError
 from nnparity.initialization import check_params
 from nnparity.records import LayerParams, StepResult
 from nnparity.spec import NetworkSpec
@@ -59,12 +60,24 @@ def _numpy(t: torch.Tensor | None, copy: bool = True) -> np.ndarray:
     return arr.copy() if copy else arr
 
 
+def _numpy_from(t: torch.Tensor | None, copy: bool = True) -> np.ndarray:
+    """``t``, on another device than the CPU, as an array (always a copy)."""
+    if t is None:
+        raise RuntimeError("torch produced no gradient for a parameter")
+    return t.detach().to("cpu", copy=True).numpy()  # the transfer is the copy
+
+
 class TorchBackend:
-    """``torch.nn.Sequential`` + ``torch.optim.SGD`` (built-in backend ``"torch"``)."""
+    """``torch.nn.Sequential`` + ``torch.optim.SGD`` (built-in backend ``"torch"``), on the CPU;
+    :func:`on_device` makes one for another device."""
+
+    device = "cpu"
 
     def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
         self.spec = spec
-        self.model = build_model(spec)
+        self._on_cpu = torch.device(self.device).type == "cpu"
+        self._numpy = _numpy if self._on_cpu else _numpy_from
+        self.model = build_model(spec).to(self.device)
         self.linears: list[torch.nn.Linear] = [m for m in self.model if isinstance(m, torch.nn.Linear)]
         self.loss = LOSS_MODULES[spec.loss](reduction=spec.reduction)
         opt = spec.optimizer
@@ -100,11 +113,13 @@ class TorchBackend:
         for layer in self.linears:
             w = layer.weight.grad if grads else layer.weight
             b = None if layer.bias is None else (layer.bias.grad if grads else layer.bias)
-            out.append(LayerParams(_numpy(w, copy).T, None if b is None else _numpy(b, copy)))
+            out.append(LayerParams(self._numpy(w, copy).T, None if b is None else self._numpy(b, copy)))
         return out
 
     def _tensor(self, a: np.ndarray, slot: int) -> torch.Tensor:
         """``a`` as a tensor; the same array object as last step gives the same (shared) tensor."""
+        if not self._on_cpu:  # a copy on the device each step: it cannot follow changes to ``a``
+            return _tensor(a, self.spec.dtype).to(self.device)
         cached = self._inputs.get(slot)
         if cached is not None and cached[0] is a:
             return cached[1]
@@ -116,7 +131,7 @@ class TorchBackend:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return _numpy(self.model(_tensor(x, self.spec.dtype)))
+            return self._numpy(self.model(_tensor(x, self.spec.dtype).to(self.device)))
 
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
         inputs = self._tensor(x, 0)
@@ -139,5 +154,30 @@ class TorchBackend:
             loss=error.item(),
             grads=grads,
             params=self._params(grads=False),
-            activations=[_numpy(a, copy=False) for a in activations],
+            activations=[self._numpy(a, copy=False) for a in activations],
         )
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def on_device(device: str) -> type[TorchBackend]:
+    """The torch backend on ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...), as
+    ``nnparity verify --device`` chooses it: ``verify(..., reference=on_device("cuda"))``."""
+    try:
+        where = torch.device(device)
+        if where.type not in DEVICE_TYPES:
+            raise RuntimeError(f"nnparity runs torch on {', '.join(DEVICE_TYPES)} devices")
+        torch.empty(1, device=where)  # raises if the device is not there
+    except (RuntimeError, TypeError, AssertionError) as exc:
+        raise NnparityError(
+            f"The torch device {device!r} is not available here ({str(exc).splitlines()[0]}); "
+            "use --device cpu, or a device torch.cuda.is_available() confirms."
+        ) from exc
+    if where.type == "cpu":
+        return TorchBackend
+    return type(
+        "TorchBackend",
+        (TorchBackend,),
+        {"device": str(where), "nnparity_label": f"torch ({where})", "__module__": __name__},
+    )

@@ -314,7 +314,8 @@ class _Lockstep:
         could depend on its process, or change its inputs where the parent would not see it), a
         run long enough (see PARALLEL_MIN_STEPS)."""
         kind = type(self.ref.backend)
-        if (kind.__module__, kind.__qualname__) != ("nnparity.torch_backend", "TorchBackend"):
+        builtin = (kind.__module__, kind.__qualname__) == ("nnparity.torch_backend", "TorchBackend")
+        if not builtin or getattr(kind, "device", None) != "cpu":  # a GPU does not survive a fork
             return False
         if self._block == BLOCK_STEPS:
             return steps >= PARALLEL_MIN_STEPS
