@@ -42,11 +42,25 @@ def seed(session: nox.Session) -> None:
     session.run("nnparity", "seed")
 
 
+BENCHMARKS = {
+    "notebook": "benchmarks/bench_notebook.py",  # targets 1 and 2
+    "large": "benchmarks/bench_large.py",  # target 3
+    "memory": "benchmarks/bench_memory.py",  # target 4 (about 7 minutes at 10,000 steps)
+    "properties": "benchmarks/bench_properties.py",  # target 5
+}
+
+
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """Time the lockstep verification against the notebook's own loops (pass options after --)."""
+    """Run the performance benchmarks, each printing its ratios (`nox -s bench -- notebook large`
+    runs some of them)."""
     session.install(*PINNED, "-e", ".")
-    session.run("python", "benchmarks/bench_notebook.py", *session.posargs)
+    chosen = session.posargs or list(BENCHMARKS)
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        session.error(f"Unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}.")
+    for name in chosen:
+        session.run("python", BENCHMARKS[name])
 
 
 @nox.session(python=PYTHON, default=False)
