@@ -62,3 +62,14 @@ def test_in_place_comparison_still_catches_returned_arrays_changed_later(
     assert d is not None
     assert (d.step, d.stage, d.verdict) == (1, "step", "candidate")
     assert "changed, in place" in d.message
+
+
+def test_a_long_run_of_a_large_network_stays_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parallel=True (the default) with rows too large to share: compared in place, no worker."""
+    monkeypatch.setattr(verify_module, "DIRECT_ROW_BYTES", 0)
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_SECONDS", 0.0)
+    started: list[object] = []
+    monkeypatch.setattr(verify_module, "Worker", lambda *args: started.append(args))
+    report = verify(SPEC, X, Y, steps=40, params=init_params(SPEC, scheme="torch"))
+    assert report.ok
+    assert started == []

@@ -204,7 +204,8 @@ PARALLEL_MIN_STEPS = 2048
 PARALLEL_MIN_SECONDS = 0.2
 PARALLEL_MAX_ROW_BYTES = 8 * 2**20  # beyond, a second model and shared rows cost too much memory
 # A step's results beyond this size are compared where they are, never copied: the run keeps only
-# the last steps' results (two, three with momentum, for the diagnosis) beside the models.
+# the last steps' results (two, three with momentum, for the diagnosis) beside the models. Such
+# steps never go to the worker either (it would hold a second model and shared rows).
 DIRECT_ROW_BYTES = PARALLEL_MAX_ROW_BYTES
 
 
@@ -317,14 +318,11 @@ class _Lockstep:
         builtin = (kind.__module__, kind.__qualname__) == ("nnparity.torch_backend", "TorchBackend")
         if not builtin or getattr(kind, "device", None) != "cpu":  # a GPU does not survive a fork
             return False
+        if self._direct:  # rows too large to share (PARALLEL_MAX_ROW_BYTES)
+            return False
         if self._block == BLOCK_STEPS:
             return steps >= PARALLEL_MIN_STEPS
-        row_bytes = self.cand.rows[0].nbytes
-        return (
-            row_bytes <= PARALLEL_MAX_ROW_BYTES
-            and steps >= 3 * self._block
-            and steps * self.ref.seconds >= PARALLEL_MIN_SECONDS
-        )
+        return steps >= 3 * self._block and steps * self.ref.seconds >= PARALLEL_MIN_SECONDS
 
     def _run_block(self, t: int, k: int) -> bool:
         """Steps ``t`` to ``t + k - 1``: run, compare, record; ``True`` when the run is over."""
