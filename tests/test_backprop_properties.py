@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from nnparity import SGD, NnparityError, verify
+from nnparity import SGD, NetworkSpec, NnparityError, verify
 from nnparity.activations import ACTIVATIONS
 from nnparity.losses import LOSSES
 from nnparity.numpy_backend import NumpyBackend
@@ -29,6 +29,15 @@ def test_the_numpy_backend_passes_the_packaged_suite(case: str) -> None:
     report = verify(
         spec, x, y, steps=steps, params=start(spec), candidate="numpy", mode=mode, diagnosis=False
     )
+    assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_single_layer_network_steps_as_torch_does(bias: bool) -> None:
+    """One weight layer: no hidden layers, and the update reads the only layer's bias (or none)."""
+    spec = NetworkSpec((3, 2), ("sigmoid",), bias=bias, optimizer=SGD(0.1, momentum=0.5))
+    x, y = batch(spec)
+    report = verify(spec, x, y, steps=3, params=start(spec), candidate="numpy", diagnosis=False)
     assert report.ok, report.summary()
 
 

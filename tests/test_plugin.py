@@ -49,8 +49,13 @@ def _project(pytester: pytest.Pytester, *, broken: bool = False) -> None:
     pytester.syspathinsert()
 
 
-def test_importing_the_plugin_imports_no_torch() -> None:
-    code = "import sys, nnparity.pytest_plugin; assert 'torch' not in sys.modules, 'torch imported'"
+def test_importing_the_plugin_imports_no_torch_and_no_pandas() -> None:
+    # Every pytest run with nnparity installed imports the plugin: it must stay light.
+    code = (
+        "import sys, nnparity.pytest_plugin\n"
+        "heavy = [m for m in ('torch', 'pandas', 'hypothesis') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
 

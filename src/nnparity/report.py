@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from nnparity.records import LayerParams
+
+if TYPE_CHECKING:  # pandas is imported by the run that makes a trace, not by `import nnparity`
+    import pandas as pd
 
 
 @dataclass(frozen=True)

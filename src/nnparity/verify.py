@@ -11,7 +11,6 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from nnparity.backend import Backend, backend_label, load_backend
 from nnparity.compare import STAGES, Comparator, RowLayout, _has_activations, tolerance_for
@@ -85,6 +84,8 @@ def verify(
     finally:
         if bar is not None:
             bar.close()
+
+    import pandas as pd  # here, so that `import nnparity` (and the pytest plugin) stays light
 
     frame = pd.DataFrame(run.trace.rows(), columns=TRACE_COLUMNS)
     frame.index.name = "step"
