@@ -330,17 +330,11 @@ class RowLayout:
     def fill(self, result: object, row: np.ndarray) -> list[object] | None:
         """Copy ``result`` into ``row`` and return its arrays (:meth:`arrays`); ``None``, and ``row``
         undefined, if it does not fit exactly."""
-        try:
-            arrays = self.arrays(result)
-            loss = result.loss  # type: ignore[attr-defined]
-            if [(type(a), a.shape, a.dtype) for a in arrays] != self._signature:  # type: ignore[attr-defined]
-                return None
-        except (AttributeError, TypeError, ValueError):
-            return None
-        if not isinstance(loss, (float, np.floating)):
+        arrays = self.fits(result)
+        if arrays is None:
             return None
         at = self.loss_at
-        row[at] = loss
+        row[at] = result.loss  # type: ignore[attr-defined]
         if self.width > BIG_ROW:  # one (strided) copy per array, straight into its place
             for a, shape, lo, hi in zip(arrays, self._array_shapes, self._array_lo, self._array_hi):
                 np.copyto(row[lo:hi].reshape(shape), a)  # type: ignore[arg-type]
