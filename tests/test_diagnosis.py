@@ -123,6 +123,16 @@ class DroppedActivationDerivative(NumpyBackend):
         self._acts[0] = Activation(act.name, act.forward, d_identity)
 
 
+class SigmoidDerivativeWithoutOneMinusA(NumpyBackend):
+    """sigmoid's derivative written as a instead of a (1 - a): the README's example break."""
+
+    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
+        super().__init__(spec, params)
+        self._acts = [
+            Activation(a.name, a.forward, lambda z, a: a) if a.name == "sigmoid" else a for a in self._acts
+        ]
+
+
 class MissingFactorTwo(NumpyBackend):
     """dE/df = (f - y) / N instead of 2 (f - y) / N."""
 
@@ -383,6 +393,12 @@ CANDIDATE_BUGS: dict[str, tuple[type, NetworkSpec, tuple[int, str, int | None, s
         ("layer 0's sigmoid derivative replaced by 1", "a (1 - a)"),
     ),
     "missing-factor-2": (MissingFactorTwo, DEEP, (0, "gradient", 2, "weight"), ("half", "factor 2")),
+    "sigmoid-derivative-without-1-minus-a": (
+        SigmoidDerivativeWithoutOneMinusA,
+        DEEP,
+        (0, "gradient", 0, "weight"),
+        ("layer 0's sigmoid derivative missing its (1 - a) factor, a", "a (1 - a)"),
+    ),
     "tanh-derivative-from-z": (
         TanhDerivativeFromZ,
         LEAKY,

@@ -101,8 +101,18 @@ DERIVATIVE_FORMULA = {
     "elu": "1 where z > 0, else exp(z)",
 }
 WRONG_DERIVATIVES: dict[str, list[tuple[str, Callable[[Array, Array], Array]]]] = {
-    "sigmoid": [("replaced by 1", _ones), ("taken from z, z (1 - z)", lambda z, a: z * (1.0 - z))],
-    "tanh": [("replaced by 1", _ones), ("taken from z, 1 - z^2", lambda z, a: 1.0 - z * z)],
+    "sigmoid": [
+        ("replaced by 1", _ones),
+        ("taken from z, z (1 - z)", lambda z, a: z * (1.0 - z)),
+        ("missing its (1 - a) factor, a", lambda z, a: a),
+        ("missing its a factor, 1 - a", lambda z, a: 1.0 - a),
+    ],
+    "tanh": [
+        ("replaced by 1", _ones),
+        ("taken from z, 1 - z^2", lambda z, a: 1.0 - z * z),
+        ("missing the square, 1 - a", lambda z, a: 1.0 - a),
+        ("taken as the sigmoid's, a (1 - a)", lambda z, a: a * (1.0 - a)),
+    ],
     "relu": [("replaced by 1 (it differs only where z <= 0)", _ones)],
     "leaky_relu": [
         ("replaced by 1 (it differs only where z <= 0)", _ones),
