@@ -6,8 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
-from nnparity import SGD, StepResult, verify
+from nnparity import SGD, NetworkSpec, StepResult, init_params, verify
+from nnparity.compare import RowLayout
 from nnparity.dataset import or_table
 from nnparity.notebook import notebook_spec
 from nnparity.numpy_backend import NumpyBackend
@@ -78,15 +80,15 @@ def test_a_reference_raising_in_the_worker_is_reported_as_in_the_parent(
     monkeypatch: pytest.MonkeyPatch, workers: list[int]
 ) -> None:
     calls = {"n": 0}
-    step = TorchBackend.step
+    backward = TorchBackend._backward  # what step() and the worker's step_into() both call
 
-    def failing(self: TorchBackend, x: np.ndarray, y: np.ndarray) -> StepResult:
+    def failing(self: TorchBackend, x: np.ndarray, y: np.ndarray) -> object:
         calls["n"] += 1
         if calls["n"] > 1500:
             raise RuntimeError("out of luck")
-        return step(self, x, y)
+        return backward(self, x, y)
 
-    monkeypatch.setattr(TorchBackend, "step", failing)
+    monkeypatch.setattr(TorchBackend, "_backward", failing)
     report = verify(notebook_spec(), or_table().x, or_table().y, steps=STEPS)
     d = report.first_divergence
     assert d is not None
@@ -102,3 +104,30 @@ def test_short_runs_and_other_references_stay_in_one_process(workers: list[int])
     assert verify(spec, data.x, data.y, steps=STEPS, reference="numpy").ok
     assert verify(spec, data.x, data.y, steps=STEPS, parallel=False).ok
     assert workers == []
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        notebook_spec(),
+        NetworkSpec(
+            (3, 4, 2), ("tanh", "identity"), bias=True, loss="cross_entropy", optimizer=SGD(0.1, momentum=0.9)
+        ),
+        NetworkSpec((3, 4, 4, 1), ("relu", "elu", "sigmoid"), bias=True, loss="bce", dtype="float32"),
+    ],
+    ids=["notebook", "bias-momentum", "float32-bce"],
+)
+def test_step_into_writes_the_row_fill_would(spec: NetworkSpec) -> None:
+    """The worker's fast path: TorchBackend.step_into gives, bit for bit, the row of step()."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (6, spec.sizes[0])).astype(spec.dtype)
+    y = rng.dirichlet(np.ones(spec.sizes[-1]), 6).astype(spec.dtype)
+    params = init_params(spec, scheme="torch")
+    layout = RowLayout(spec, len(x), forward=True)
+    by_step, by_row = TorchBackend(spec, params), TorchBackend(spec, params)
+    for _ in range(3):  # momentum buffers and all
+        want = np.empty(layout.width, dtype=spec.dtype)
+        assert layout.fill(by_step.step(x, y), want) is not None
+        got = np.empty(layout.width, dtype=spec.dtype)
+        by_row.step_into(x, y, torch.from_numpy(got))
+        np.testing.assert_array_equal(got, want, strict=True)

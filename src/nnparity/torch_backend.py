@@ -134,6 +134,18 @@ class TorchBackend:
             return self._numpy(self.model(_tensor(x, self.spec.dtype).to(self.device)))
 
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        activations, error = self._backward(x, y)
+        grads = self._params(grads=True)
+        self.optimizer.step()
+        return StepResult(
+            loss=error.item(),
+            grads=grads,
+            params=self._params(grads=False),
+            activations=[self._numpy(a, copy=False) for a in activations],
+        )
+
+    def _backward(self, x: np.ndarray, y: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Forward, loss and backward of one step: each activation module's output, and the loss."""
         inputs = self._tensor(x, 0)
         targets = self._tensor(y, 1)
         # What Sequential.forward does, keeping each activation module's output.
@@ -148,14 +160,30 @@ class TorchBackend:
         for p in self._parameters:
             p.grad = None
         error.backward()
-        grads = self._params(grads=True)
+        return activations, error
+
+    def step_into(self, x: np.ndarray, y: np.ndarray, row: torch.Tensor) -> None:
+        """:meth:`step`, written straight into ``row`` (a 1-D CPU tensor) in the order of
+        :class:`nnparity.compare.RowLayout` with activations: the same numbers, without the
+        arrays and records in between (the worker process's fast path).
+
+        SGD reads the gradients and leaves them as they are, so reading them after the update
+        gives what :meth:`step` reads before it.
+        """
+        activations, error = self._backward(x, y)
         self.optimizer.step()
-        return StepResult(
-            loss=error.item(),
-            grads=grads,
-            params=self._params(grads=False),
-            activations=[self._numpy(a, copy=False) for a in activations],
-        )
+        with torch.no_grad():
+            parts = [a.reshape(-1) for a in activations]
+            parts.append(error.reshape(1))
+            for layer in reversed(self.linears):
+                parts.append(layer.weight.grad.t().reshape(-1))  # type: ignore[union-attr]
+                if layer.bias is not None:
+                    parts.append(layer.bias.grad)  # type: ignore[arg-type]
+            for layer in self.linears:
+                parts.append(layer.weight.t().reshape(-1))
+                if layer.bias is not None:
+                    parts.append(layer.bias)
+            torch.cat(parts, out=row)
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
