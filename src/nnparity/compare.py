@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -264,6 +264,10 @@ class RowLayout:
     (:meth:`fill`), and rows are compared many steps at a time (:meth:`Comparator.compare_rows`);
     a result that does not fit goes through :meth:`Comparator.compare`, which says what is wrong
     with it. :meth:`unflatten` gives a row back as a :class:`StepResult` of views.
+
+    A weight is stored as torch holds it, ``(fan_out, fan_in)`` in C order, so that the torch side
+    writes its rows without a transposing copy (:meth:`TorchBackend.step_into`); :meth:`quantity`
+    gives it back as the ``(fan_in, fan_out)`` view everything else uses.
     """
 
     def __init__(self, spec: NetworkSpec, rows: int, forward: bool) -> None:
@@ -281,6 +285,7 @@ class RowLayout:
             else:
                 shapes.append((fan_in, fan_out) if key.tensor == "weight" else (fan_out,))
         self.shapes = shapes
+        self._transposed = [key.tensor == "weight" for key in self.keys]
         self.offsets = np.cumsum([0, *(math.prod(shape) for shape in shapes)])
         self.width = int(self.offsets[-1])
         self.n_activations = spec.n_layers if forward else 0
@@ -289,6 +294,7 @@ class RowLayout:
         self._signature = [(np.ndarray, shape, dtype) for shape in shapes if shape != ()]
         arrays = [i for i, shape in enumerate(shapes) if shape != ()]
         self._array_shapes = [shapes[i] for i in arrays]
+        self._array_transposed = [self._transposed[i] for i in arrays]
         self.array_stages = [STAGES.index(self.keys[i].stage) for i in arrays]
         self._array_lo = [int(self.offsets[i]) for i in arrays]
         self._array_hi = [int(self.offsets[i + 1]) for i in arrays]
@@ -335,18 +341,22 @@ class RowLayout:
             return None
         at = self.loss_at
         row[at] = result.loss  # type: ignore[attr-defined]
+        # fits() checked that every one is an ndarray.
+        checked = cast(list[np.ndarray], arrays)
+        stored = [a.T if t else a for a, t in zip(checked, self._array_transposed)]
         if self.width > BIG_ROW:  # one (strided) copy per array, straight into its place
-            for a, shape, lo, hi in zip(arrays, self._array_shapes, self._array_lo, self._array_hi):
-                np.copyto(row[lo:hi].reshape(shape), a)  # type: ignore[arg-type]
+            for a, lo, hi in zip(stored, self._array_lo, self._array_hi):
+                np.copyto(row[lo:hi].reshape(a.shape), a)
             return arrays
         if at:  # fewer calls for small arrays
-            np.concatenate([a.ravel() for a in arrays[: self.n_activations]], out=row[:at])  # type: ignore[attr-defined]
-        np.concatenate([a.ravel() for a in arrays[self.n_activations :]], out=row[at + 1 :])  # type: ignore[attr-defined]
+            np.concatenate([a.ravel() for a in stored[: self.n_activations]], out=row[:at])
+        np.concatenate([a.ravel() for a in stored[self.n_activations :]], out=row[at + 1 :])
         return arrays
 
     def quantity(self, row: np.ndarray, i: int) -> np.ndarray:
         """The ``i``-th quantity of ``row``, shaped (a view)."""
-        return row[self.offsets[i] : self.offsets[i + 1]].reshape(self.shapes[i])
+        part = row[self.offsets[i] : self.offsets[i + 1]]
+        return part.reshape(self.shapes[i][::-1]).T if self._transposed[i] else part.reshape(self.shapes[i])
 
     def unflatten(self, row: np.ndarray) -> StepResult:
         """``row`` as a step result whose arrays are views of it."""

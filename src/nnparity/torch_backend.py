@@ -175,12 +175,13 @@ class TorchBackend:
         with torch.no_grad():
             parts = [a.reshape(-1) for a in activations]
             parts.append(error.reshape(1))
+            # Weights go in as torch holds them, (fan_out, fan_in): views, no copies.
             for layer in reversed(self.linears):
-                parts.append(layer.weight.grad.t().reshape(-1))  # type: ignore[union-attr]
+                parts.append(layer.weight.grad.view(-1))  # type: ignore[union-attr]
                 if layer.bias is not None:
                     parts.append(layer.bias.grad)  # type: ignore[arg-type]
             for layer in self.linears:
-                parts.append(layer.weight.t().reshape(-1))
+                parts.append(layer.weight.view(-1))
                 if layer.bias is not None:
                     parts.append(layer.bias)
             torch.cat(parts, out=row)

@@ -128,7 +128,7 @@ def _serve(
     # result into its row from NumPy after the step cost ~11 us a step here, numpy's code evicting
     # torch's from the caches every step; torch.cat into the row costs ~3.
     step_into = getattr(backend, "step_into", None) if layout.forward else None
-    row_tensors = torch.from_numpy(rows)
+    row_tensors = list(torch.from_numpy(rows))  # one view per row, made once
     parent_at = t
     clock: Callable[[], float] = time.perf_counter
     seconds = 0.0
