@@ -86,7 +86,10 @@ class Worker:
 
     def at(self, t: int) -> None:
         """Tell the worker the parent now works on the block starting at ``t``."""
-        self._conn.send(t)
+        try:
+            self._conn.send(t)
+        except OSError:  # it has finished (or died): what it sent is still there to receive
+            pass
 
     def receive(self) -> Block:
         """The next block's report (blocks arrive in order)."""
