@@ -52,8 +52,7 @@ BENCHMARKS = {
 
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """Run the performance benchmarks, each printing its ratios (`nox -s bench -- notebook large`
-    runs some of them)."""
+    """Run the performance benchmarks, each printing its ratios (`-- notebook large`: some)."""
     session.install(*PINNED, "-e", ".")
     chosen = session.posargs or list(BENCHMARKS)
     unknown = [name for name in chosen if name not in BENCHMARKS]
