@@ -114,8 +114,9 @@ def test_short_runs_and_other_references_stay_in_one_process(workers: list[int])
             (3, 4, 2), ("tanh", "identity"), bias=True, loss="cross_entropy", optimizer=SGD(0.1, momentum=0.9)
         ),
         NetworkSpec((3, 4, 4, 1), ("relu", "elu", "sigmoid"), bias=True, loss="bce", dtype="float32"),
+        NetworkSpec((64, 64, 10), ("tanh", "identity"), bias=True),  # a large row: (fan_in, fan_out) order
     ],
-    ids=["notebook", "bias-momentum", "float32-bce"],
+    ids=["notebook", "bias-momentum", "float32-bce", "large-row"],
 )
 def test_step_into_writes_the_row_fill_would(spec: NetworkSpec) -> None:
     """The worker's fast path: TorchBackend.step_into gives, bit for bit, the row of step()."""
@@ -129,7 +130,7 @@ def test_step_into_writes_the_row_fill_would(spec: NetworkSpec) -> None:
         want = np.empty(layout.width, dtype=spec.dtype)
         assert layout.fill(by_step.step(x, y), want) is not None
         got = np.empty(layout.width, dtype=spec.dtype)
-        by_row.step_into(x, y, torch.from_numpy(got))
+        by_row.step_into(x, y, torch.from_numpy(got), layout.torch_order)
         np.testing.assert_array_equal(got, want, strict=True)
 
 

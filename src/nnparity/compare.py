@@ -265,9 +265,11 @@ class RowLayout:
     a result that does not fit goes through :meth:`Comparator.compare`, which says what is wrong
     with it. :meth:`unflatten` gives a row back as a :class:`StepResult` of views.
 
-    A weight is stored as torch holds it, ``(fan_out, fan_in)`` in C order, so that the torch side
-    writes its rows without a transposing copy (:meth:`TorchBackend.step_into`); :meth:`quantity`
-    gives it back as the ``(fan_in, fan_out)`` view everything else uses.
+    In a small row (``torch_order``) a weight is stored as torch holds it, ``(fan_out, fan_in)`` in
+    C order, so that the torch side writes its rows without a transposing copy
+    (:meth:`TorchBackend.step_into`); :meth:`quantity` gives it back as the ``(fan_in, fan_out)``
+    view everything else uses. A large row keeps the ``(fan_in, fan_out)`` order: there a strided
+    copy of the candidate's big weights costs more than torch's transposes.
     """
 
     def __init__(self, spec: NetworkSpec, rows: int, forward: bool) -> None:
@@ -285,9 +287,10 @@ class RowLayout:
             else:
                 shapes.append((fan_in, fan_out) if key.tensor == "weight" else (fan_out,))
         self.shapes = shapes
-        self._transposed = [key.tensor == "weight" for key in self.keys]
         self.offsets = np.cumsum([0, *(math.prod(shape) for shape in shapes)])
         self.width = int(self.offsets[-1])
+        self.torch_order = self.width <= BIG_ROW
+        self._transposed = [self.torch_order and key.tensor == "weight" for key in self.keys]
         self.n_activations = spec.n_layers if forward else 0
         self.loss_at = int(self.offsets[self.n_activations])
         # What fill() accepts for every array but the loss: exactly these types, shapes and dtypes.

@@ -162,10 +162,11 @@ class TorchBackend:
         error.backward()
         return activations, error
 
-    def step_into(self, x: np.ndarray, y: np.ndarray, row: torch.Tensor) -> None:
+    def step_into(self, x: np.ndarray, y: np.ndarray, row: torch.Tensor, torch_order: bool = True) -> None:
         """:meth:`step`, written straight into ``row`` (a 1-D CPU tensor) in the order of
-        :class:`nnparity.compare.RowLayout` with activations: the same numbers, without the
-        arrays and records in between (the worker process's fast path).
+        :class:`nnparity.compare.RowLayout` with activations, weights as torch holds them
+        (``torch_order``) or transposed: the same numbers, without the arrays and records in
+        between (the worker process's fast path).
 
         SGD reads the gradients and leaves them as they are, so reading them after the update
         gives what :meth:`step` reads before it.
@@ -175,13 +176,17 @@ class TorchBackend:
         with torch.no_grad():
             parts = [a.reshape(-1) for a in activations]
             parts.append(error.reshape(1))
-            # Weights go in as torch holds them, (fan_out, fan_in): views, no copies.
+
+            # Weights as torch holds them, (fan_out, fan_in), are views: no copies.
+            def flat(w: torch.Tensor) -> torch.Tensor:
+                return w.view(-1) if torch_order else w.t().reshape(-1)
+
             for layer in reversed(self.linears):
-                parts.append(layer.weight.grad.view(-1))  # type: ignore[union-attr]
+                parts.append(flat(layer.weight.grad))  # type: ignore[arg-type]
                 if layer.bias is not None:
                     parts.append(layer.bias.grad)  # type: ignore[arg-type]
             for layer in self.linears:
-                parts.append(layer.weight.view(-1))
+                parts.append(flat(layer.weight))
                 if layer.bias is not None:
                     parts.append(layer.bias)
             torch.cat(parts, out=row)

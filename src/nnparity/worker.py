@@ -15,6 +15,7 @@ pool is not safe to use) and never touches the parent's files.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import multiprocessing
 import os
@@ -86,10 +87,8 @@ class Worker:
 
     def at(self, t: int) -> None:
         """Tell the worker the parent now works on the block starting at ``t``."""
-        try:
+        with contextlib.suppress(OSError):  # it has finished (or died): what it sent is still there
             self._conn.send(t)
-        except OSError:  # it has finished (or died): what it sent is still there to receive
-            pass
 
     def receive(self) -> Block:
         """The next block's report (blocks arrive in order)."""
@@ -147,7 +146,7 @@ def _serve(
                 t0 = clock()
                 try:
                     if step_into is not None:
-                        step_into(x, y, row_tensors[step % ring])
+                        step_into(x, y, row_tensors[step % ring], layout.torch_order)
                     else:
                         result = backend.step(x, y)
                 except Exception as exc:
