@@ -76,6 +76,29 @@ def test_a_divergence_found_with_the_worker_is_placed_and_diagnosed_alike(worker
     assert d.verdict == "candidate"
 
 
+class RaisesAtStep1500(NumpyBackend):
+    steps = 0
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        self.steps += 1
+        if self.steps > 1500:
+            raise ValueError("candidate gave up")
+        return super().step(x, y)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"candidate": WrongFromStep1000, "keep_going": True}, {"candidate": RaisesAtStep1500}],
+    ids=["keep-going", "candidate-raises"],
+)
+def test_the_worker_reports_the_rest_alike(kwargs: dict[str, object], workers: list[int]) -> None:
+    parallel, serial = _both(steps=STEPS, **kwargs)
+    assert workers == [1]
+    assert parallel.to_json() == serial.to_json()
+    assert parallel.trace.equals(serial.trace)
+    assert not parallel.ok
+
+
 def test_a_reference_raising_in_the_worker_is_reported_as_in_the_parent(
     monkeypatch: pytest.MonkeyPatch, workers: list[int]
 ) -> None:
