@@ -128,25 +128,29 @@ class Comparator:
         self.spec = spec
         self.tol = tol
         self.dtype = spec.np_dtype
-        self._layouts = {forward: _Layout(quantity_keys(spec, forward)) for forward in (True, False)}
+        self._keys = {forward: quantity_keys(spec, forward) for forward in (True, False)}
         self._work = np.empty(0, dtype=self.dtype)
 
     def compare(self, candidate: StepResult, reference: StepResult, step: int) -> StepComparison:
         """Compare one step of two backends; never raises on a malformed candidate result."""
         forward = _has_activations(candidate) and _has_activations(reference)
-        layout = self._layouts[forward]
+        keys = self._keys[forward]
         fast_c = self._flatten(candidate, forward)
         fast_r = self._flatten(reference, forward)
         broken: Divergence | None = None
         if fast_c is None or fast_r is None or any(c.shape != r.shape for c, r in zip(fast_c, fast_r)):
-            cands, refs, broken = self._until_broken(candidate, reference, layout.keys, step)
+            cands, refs, broken = self._until_broken(candidate, reference, keys, step)
         else:
             cands, refs = fast_c, fast_r
-        abs_err, rel_err, bad = layout.errors(cands, refs, self.tol)
-        if bad is not None:
-            key = layout.keys[bad]
-            return StepComparison(abs_err, rel_err, _numeric(step, key, cands[bad], refs[bad], self.tol))
-        return StepComparison(abs_err, rel_err, broken)
+        pieces = (
+            piece for key, c, r in zip(keys, cands, refs) for piece in _pieces(STAGES.index(key.stage), c, r)
+        )
+        found = self._errors(pieces, 1)
+        if not found.ok[0]:  # the first quantity out of tolerance, in computation order
+            bad = next(i for i, (c, r) in enumerate(zip(cands, refs)) if not _within(c, r, self.tol).all())
+            divergence = _numeric(step, keys[bad], cands[bad], refs[bad], self.tol)
+            return StepComparison(found.abs_err[0], found.rel_err[0], divergence)
+        return StepComparison(found.abs_err[0], found.rel_err[0], broken)
 
     def compare_rows(self, layout: RowLayout, cands: np.ndarray, refs: np.ndarray) -> RowComparison:
         """Compare many steps at once: rows of ``layout``, one per step.
@@ -168,12 +172,9 @@ class Comparator:
     ) -> RowComparison:
         """Compare one step in place, without copying it into a row: the arrays of
         :meth:`RowLayout.fits` for each side, and the two losses (for networks too large to copy)."""
-        loss = STAGES.index("loss")
-        pieces = [(loss, np.array([[losses[0]]]), np.array([[losses[1]]]))]
-        for stage, c_given, r_given in zip(layout.array_stages, cands, refs):
-            c, r = np.asarray(c_given), np.asarray(r_given)
-            rows = max(1, PIECE // (c[0].size if c.ndim > 1 else 1))  # pieces of whole rows
-            pieces += [(stage, c[None, a : a + rows], r[None, a : a + rows]) for a in range(0, len(c), rows)]
+        pieces = list(_pieces(STAGES.index("loss"), np.asarray(losses[0]), np.asarray(losses[1])))
+        for stage, c, r in zip(layout.array_stages, cands, refs):
+            pieces += _pieces(stage, np.asarray(c), np.asarray(r))
         return self._errors(pieces, 1)
 
     def _errors(self, pieces: Iterable[tuple[int, np.ndarray, np.ndarray]], m: int) -> RowComparison:
@@ -212,8 +213,7 @@ class Comparator:
 
     def row_divergence(self, layout: RowLayout, cand: np.ndarray, ref: np.ndarray, step: int) -> Divergence:
         """The first quantity out of tolerance in one pair of rows (which must have one)."""
-        with np.errstate(invalid="ignore", over="ignore"):
-            ok = np.abs(cand - ref) <= self.tol.atol + self.tol.rtol * np.abs(ref)
+        ok = _within(cand, ref, self.tol)
         i = int(np.searchsorted(layout.offsets, int(np.argmin(ok)), side="right") - 1)
         return _numeric(step, layout.keys[i], layout.quantity(cand, i), layout.quantity(ref, i), self.tol)
 
@@ -396,51 +396,19 @@ def _has_activations(result: object) -> bool:
     return getattr(result, "activations", None) is not None
 
 
-class _Layout:
-    """Where each stage starts among the keys, so a step's errors reduce in a few calls."""
+def _pieces(stage: int, c: np.ndarray, r: np.ndarray) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """One step's quantity for :meth:`Comparator._errors`: a leading step axis of 1, and a large
+    array cut into pieces of whole rows of about ``PIECE`` numbers."""
+    if c.ndim == 0:
+        return [(stage, c.reshape(1, 1), r.reshape(1, 1))]
+    rows = max(1, PIECE // (c[0].size if c.ndim > 1 else 1))
+    return [(stage, c[None, a : a + rows], r[None, a : a + rows]) for a in range(0, len(c), rows)]
 
-    def __init__(self, keys: list[Key]) -> None:
-        self.keys = keys
-        self.stage_of = np.array([STAGES.index(k.stage) for k in keys])
-        self._segments: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _segmentation(self, sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Element offsets of each quantity, and each stage's first element and index in STAGES.
-
-        The same few layouts recur every step, so they are worked out once and kept.
-        """
-        found = self._segments.get(sizes)
-        if found is None:
-            offsets = np.cumsum((0, *sizes))
-            stage_of = self.stage_of[: len(sizes)]
-            # Stages are contiguous runs of keys: each run reduces in one call.
-            first_key = np.flatnonzero(np.concatenate(([True], stage_of[1:] != stage_of[:-1])))
-            found = self._segments[sizes] = (offsets, offsets[first_key], stage_of[first_key])
-        return found
-
-    def errors(
-        self, cands: list[np.ndarray], refs: list[np.ndarray], tol: Tolerance
-    ) -> tuple[np.ndarray, np.ndarray, int | None]:
-        """Stage maxima of the errors, and the position of the first quantity out of tolerance."""
-        abs_err = np.full(len(STAGES), np.nan)
-        rel_err = abs_err.copy()
-        if not cands:
-            return abs_err, rel_err, None
-        offsets, stage_starts, stages = self._segmentation(tuple(a.size for a in cands))
-        c = np.concatenate([a.ravel() for a in cands])
-        r = np.concatenate([a.ravel() for a in refs])
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            diff = np.abs(c - r)
-            abs_r = np.abs(r)
-            ok = diff <= tol.atol + tol.rtol * abs_r
-            rel = diff / abs_r
-            rel[diff == 0] = 0.0
-        abs_err[stages] = np.maximum.reduceat(diff, stage_starts)
-        rel_err[stages] = np.maximum.reduceat(rel, stage_starts)
-        if ok.all():
-            return abs_err, rel_err, None
-        first_bad = int(np.argmin(ok))
-        return abs_err, rel_err, int(np.searchsorted(offsets, first_bad, side="right") - 1)
+def _within(c: np.ndarray, r: np.ndarray, tol: Tolerance) -> np.ndarray:
+    """Where ``|c - r| <= atol + rtol |r|`` (a non-finite value never is)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.abs(c - r) <= tol.atol + tol.rtol * np.abs(r)
 
 
 def _numeric(step: int, key: Key, c: np.ndarray, r: np.ndarray, tol: Tolerance) -> Divergence:

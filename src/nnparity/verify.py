@@ -455,9 +455,7 @@ class _Lockstep:
                 rc, rr = self._result(self.cand, t), self._result(self.ref, t)
                 losses = (float(rc.loss), float(rr.loss))
                 found = comparator.compare_results(layout, layout.arrays(rc), layout.arrays(rr), losses)
-                rows[0, :2] = losses
-                rows[0, 2::2] = found.abs_err[0]
-                rows[0, 3::2] = found.rel_err[0]
+                _trace_rows(rows[:1], *losses, found.abs_err, found.rel_err)
                 divergence = None if found.ok[0] else comparator.compare(rc, rr, t).divergence
                 if divergence is not None:
                     events.append((t, 0, divergence, False))
@@ -465,10 +463,7 @@ class _Lockstep:
             at = t % self._ring
             cands, refs = self.cand.rows[at : at + m], self.ref.rows[at : at + m]
             found = comparator.compare_rows(layout, cands, refs)
-            rows[:, 0] = cands[:, layout.loss_at]
-            rows[:, 1] = refs[:, layout.loss_at]
-            rows[:, 2::2] = found.abs_err
-            rows[:, 3::2] = found.rel_err
+            _trace_rows(rows, cands[:, layout.loss_at], refs[:, layout.loss_at], found.abs_err, found.rel_err)
             events += [
                 (t + i, 0, comparator.row_divergence(layout, cands[i], refs[i], t + i), False)
                 for i in map(int, np.flatnonzero(~found.ok))
@@ -477,9 +472,8 @@ class _Lockstep:
         for step in sorted(odd):  # a result that did not fit a row: compared on its own
             rc, rr = self._result(self.cand, step), self._result(self.ref, step)
             one = comparator.compare(rc, rr, step)
-            rows[step - t, :2] = _as_float(getattr(rc, "loss", None)), _as_float(getattr(rr, "loss", None))
-            rows[step - t, 2::2] = one.abs_err
-            rows[step - t, 3::2] = one.rel_err
+            losses = _as_float(getattr(rc, "loss", None)), _as_float(getattr(rr, "loss", None))
+            _trace_rows(rows[step - t : step - t + 1], *losses, one.abs_err, one.rel_err)
             if one.divergence is not None:
                 events.append((step, 0, one.divergence, False))
         for side in (self.cand, self.ref):
@@ -506,11 +500,8 @@ class _Lockstep:
         before = self._both(step - 1) if step >= 1 else None
         previous = None
         if before is not None:
-            earlier = self._both(step - 2) if step >= 2 else None
-            previous = {
-                side: StepRecord(self._starts(earlier)[side], before[side])
-                for side in ("candidate", "reference")
-            }
+            earlier = self._starts(self._both(step - 2) if step >= 2 else None)
+            previous = {side: StepRecord(earlier[side], before[side]) for side in ("candidate", "reference")}
         why = diagnose(self.spec, self.x, self.y, self._starts(before), results, found, previous=previous)
         return why.apply(found)
 
@@ -572,6 +563,16 @@ class _Lockstep:
         if self.last_step < 0:
             return {"candidate": self.start, "reference": self.start}
         return {s: copy_params(_params_or_empty(r)) for s, r in self._both(self.last_step).items()}
+
+
+def _trace_rows(
+    rows: np.ndarray, candidate_loss: object, reference_loss: object, abs_err: object, rel_err: object
+) -> None:
+    """Fill ``rows`` of ``TRACE_COLUMNS``: each side's loss, then per stage the largest errors."""
+    rows[:, 0] = candidate_loss
+    rows[:, 1] = reference_loss
+    rows[:, 2::2] = abs_err
+    rows[:, 3::2] = rel_err
 
 
 def _raised(step: int, side: _Side, method: str, exc: Exception) -> Divergence:
