@@ -1,13 +1,16 @@
 """Networks too large to copy a step into a row are compared in place (verify.DIRECT_ROW_BYTES),
-with the very report the row-by-row comparison gives."""
+with the very report the row-by-row comparison gives, with or without the reference in a worker."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
 
 from nnparity import SGD, NetworkSpec, StepResult, init_params, verify
 from nnparity.numpy_backend import NumpyBackend
+from nnparity.worker import Worker, can_fork
 from test_misbehaving import KeepsReturnedArrays
 
 verify_module = __import__("nnparity.verify", fromlist=["DIRECT_ROW_BYTES"])
@@ -28,10 +31,25 @@ class NudgedFromStep10(NumpyBackend):
         return result
 
 
-def _run(direct: bool, monkeypatch: pytest.MonkeyPatch, **kwargs: object) -> object:
+class SlowUpdateNudgedFromStep10(NumpyBackend):
+    """Slow (so that a worker runs as far ahead as it may), with an update out of tolerance from
+    step 10: with momentum, its diagnosis reads the two steps before."""
+
+    steps = 0
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        time.sleep(0.002)
+        result = super().step(x, y)
+        self.steps += 1
+        if self.steps > 10:
+            result.params[0].weight[3, 7] *= 1.001
+        return result
+
+
+def _run(direct: bool, monkeypatch: pytest.MonkeyPatch, parallel: bool = False, **kwargs: object) -> object:
     monkeypatch.setattr(verify_module, "DIRECT_ROW_BYTES", 0 if direct else 1 << 40)
     params = init_params(SPEC, scheme="torch")
-    return verify(SPEC, X, Y, steps=30, params=params, parallel=False, **kwargs)  # type: ignore[arg-type]
+    return verify(SPEC, X, Y, steps=30, params=params, parallel=parallel, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -64,9 +82,52 @@ def test_in_place_comparison_still_catches_returned_arrays_changed_later(
     assert "changed, in place" in d.message
 
 
-def test_a_long_run_of_a_large_network_stays_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(not can_fork(), reason="the worker needs fork and two cores")
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"mode": "resync"},
+        {"candidate": NudgedFromStep10},
+        {"candidate": NudgedFromStep10, "keep_going": True},
+        {"candidate": SlowUpdateNudgedFromStep10},
+    ],
+    ids=["free", "resync", "divergence", "keep-going", "update-divergence"],
+)
+def test_in_place_comparison_against_a_worker_reports_what_rows_do(
+    kwargs: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference in a worker, writing shared rows in torch's order, the candidate compared in
+    place: the serial row-by-row report, the diagnosis (which reads the two steps before a
+    divergence from the worker's ring) included."""
+    monkeypatch.setattr(verify_module, "PARALLEL_MIN_SECONDS", 0.0)
+    started: list[int] = []
+    init = Worker.__init__
+
+    def counted(self: Worker, *args: object) -> None:
+        started.append(1)
+        init(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Worker, "__init__", counted)
+    in_worker = _run(True, monkeypatch, parallel=True, **kwargs)
+    assert started == [1]
+    rows = _run(False, monkeypatch, **kwargs)
+    assert in_worker.to_json() == rows.to_json()  # type: ignore[attr-defined]
+    assert in_worker.trace.equals(rows.trace)  # type: ignore[attr-defined]
+    if kwargs.get("candidate") is SlowUpdateNudgedFromStep10:
+        d = in_worker.first_divergence  # type: ignore[attr-defined]
+        assert (d.step, d.stage, d.verdict) == (10, "update", "candidate")
+    for side in ("candidate", "reference"):
+        for a, b in zip(in_worker.final_params[side], rows.final_params[side]):  # type: ignore[attr-defined]
+            np.testing.assert_array_equal(a.weight, b.weight)
+
+
+def test_a_long_run_of_a_network_too_large_to_share_stays_in_one_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """parallel=True (the default) with rows too large to share: compared in place, no worker."""
     monkeypatch.setattr(verify_module, "DIRECT_ROW_BYTES", 0)
+    monkeypatch.setattr(verify_module, "PARALLEL_MAX_ROW_BYTES", 0)
     monkeypatch.setattr(verify_module, "PARALLEL_MIN_SECONDS", 0.0)
     started: list[object] = []
     monkeypatch.setattr(verify_module, "Worker", lambda *args: started.append(args))

@@ -27,7 +27,7 @@ from nnparity.report import Divergence
 from nnparity.spec import NetworkSpec
 
 STAGES = ("forward", "loss", "gradient", "update")
-PIECE = 1 << 14  # numbers compared at a time: the comparison's work arrays stay in cache
+PIECE = 1 << 16  # numbers compared at a time: the comparison's work arrays stay in cache
 BIG_ROW = 1 << 12  # numbers in a step's row above which its arrays are copied in one by one
 
 
@@ -187,6 +187,9 @@ class Comparator:
             for stage, c, r in pieces:
                 d, e = self._scratch(c)
                 axes = tuple(range(1, c.ndim))
+                if not r.flags.c_contiguous:  # a transposed view: read it once, in order
+                    np.copyto(e, r)
+                    r = e
                 np.subtract(c, r, out=d)
                 np.abs(d, out=d)
                 d_max = d.max(axis=axes)
@@ -268,11 +271,12 @@ class RowLayout:
     In a small row (``torch_order``) a weight is stored as torch holds it, ``(fan_out, fan_in)`` in
     C order, so that the torch side writes its rows without a transposing copy
     (:meth:`TorchBackend.step_into`); :meth:`quantity` gives it back as the ``(fan_in, fan_out)``
-    view everything else uses. A large row keeps the ``(fan_in, fan_out)`` order: there a strided
-    copy of the candidate's big weights costs more than torch's transposes.
+    view everything else uses. A large row keeps the ``(fan_in, fan_out)`` order (there a strided
+    copy of the candidate's big weights costs more than torch's transposes), unless ``torch_order``
+    says otherwise: the rows of a network compared in place hold only the reference's results.
     """
 
-    def __init__(self, spec: NetworkSpec, rows: int, forward: bool) -> None:
+    def __init__(self, spec: NetworkSpec, rows: int, forward: bool, torch_order: bool | None = None) -> None:
         self.spec = spec
         self.forward = forward
         self.keys = quantity_keys(spec, forward)
@@ -289,7 +293,7 @@ class RowLayout:
         self.shapes = shapes
         self.offsets = np.cumsum([0, *(math.prod(shape) for shape in shapes)])
         self.width = int(self.offsets[-1])
-        self.torch_order = self.width <= BIG_ROW
+        self.torch_order = self.width <= BIG_ROW if torch_order is None else torch_order
         self._transposed = [self.torch_order and key.tensor == "weight" for key in self.keys]
         self.n_activations = spec.n_layers if forward else 0
         self.loss_at = int(self.offsets[self.n_activations])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -134,6 +135,15 @@ def _torch_threads() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@functools.cache
+def _blas_threads() -> Any:
+    """threadpoolctl's view of the BLAS libraries loaded (numpy's), found once: a search of the
+    loaded libraries costs 2-5 ms."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def check_batch(spec: NetworkSpec, x: object, y: object) -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` as 2-D finite arrays of the spec's dtype that fit its input and output widths."""
     arrays = []
@@ -202,12 +212,15 @@ BLOCK_BYTES = 4 * 2**20  # per side and block
 # PARALLEL_MIN_STEPS steps for a small network (full blocks), or, for a larger one, when the
 # reference's first step times the steps comes to PARALLEL_MIN_SECONDS.
 PARALLEL_MIN_STEPS = 2048
-PARALLEL_MIN_SECONDS = 0.2
+PARALLEL_MIN_SECONDS = 0.1
 PARALLEL_MAX_ROW_BYTES = 8 * 2**20  # beyond, a second model and shared rows cost too much memory
-# A step's results beyond this size are compared where they are, never copied: the run keeps only
-# the last steps' results (two, three with momentum, for the diagnosis) beside the models. Such
-# steps never go to the worker either (it would hold a second model and shared rows).
-DIRECT_ROW_BYTES = PARALLEL_MAX_ROW_BYTES
+# A step's results beyond this size (a block of one step) are compared where they are, never
+# copied: the run keeps only the last steps' results (two, three with momentum, for the diagnosis)
+# beside the models. With a worker, the reference's results come in shared rows (DIRECT_RING of
+# them, in torch's order: the worker's torch.cat takes views, and the candidate's arrays, compared
+# in place, are never copied at all); beyond PARALLEL_MAX_ROW_BYTES there is no worker.
+DIRECT_ROW_BYTES = BLOCK_BYTES // 2
+DIRECT_RING = 5  # the step compared, the two before it, and the one the worker runs ahead
 
 
 class _Side:
@@ -265,6 +278,7 @@ class _Lockstep:
         self._rows = np.empty((0, len(TRACE_COLUMNS)))
         self.parallel = False
         self._direct = False  # compare results in place instead of copying them into rows
+        self._row_bytes = 0
         self._history = 2  # steps kept before the current one (compared in place)
         self._worker: Worker | None = None
         self._worker_base = 0.0  # the reference's seconds before the worker took over
@@ -286,6 +300,8 @@ class _Lockstep:
                     break
                 t = self.last_step + 1
                 if t == 1 and self.parallel and self.layout is not None and self._can_run_apart(steps):
+                    if self._direct:  # no rows yet: the reference's first step stays in side.kept
+                        self.ref.rows = np.empty((0, self.layout.width), dtype=self.spec.np_dtype)
                     self._worker = Worker(
                         self.ref.backend,
                         self.layout,
@@ -295,14 +311,13 @@ class _Lockstep:
                         self._block,
                         t,
                         steps,
+                        self._ring,
                     )
                     self.ref.rows = self._worker.rows
                     self._worker_base = self.ref.seconds
                     # Two processes on two cores: the candidate's BLAS gets one thread, as torch does
                     # in the worker (with more, each stalls the other: 1.5x slower, measured).
-                    from threadpoolctl import threadpool_limits
-
-                    limits.enter_context(threadpool_limits(limits=1, user_api="blas"))
+                    limits.enter_context(_blas_threads().limit(limits=1, user_api="blas"))
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
@@ -319,7 +334,7 @@ class _Lockstep:
         builtin = (kind.__module__, kind.__qualname__) == ("nnparity.torch_backend", "TorchBackend")
         if not builtin or getattr(kind, "device", None) != "cpu":  # a GPU does not survive a fork
             return False
-        if self._direct:  # rows too large to share (PARALLEL_MAX_ROW_BYTES)
+        if self._row_bytes > PARALLEL_MAX_ROW_BYTES:  # rows too large to share
             return False
         if self._block == BLOCK_STEPS:
             return steps >= PARALLEL_MIN_STEPS
@@ -371,7 +386,7 @@ class _Lockstep:
                 side.odd[step] = result
                 if not self._direct:
                     side.rows[step % self._ring] = np.nan  # compared on its own
-            elif step > 0 and (step <= 2 or step == t + 1 or self._block == 1):
+            elif step > 0 and (step <= 2 or step == t + 1 or self._direct):
                 # Once a block (every step when a block is one step): arrays returned earlier intact?
                 self._check_returned(side, step, returned)
             side.returned = returned or []
@@ -386,12 +401,14 @@ class _Lockstep:
     def _start_layout(self, result: object) -> None:
         """The rows' layout, from the first result: with activations if it reports them."""
         layout = RowLayout(self.spec, len(self.x), _has_activations(result))
-        row_bytes = self.spec.np_dtype.itemsize * max(layout.width, 1)
+        self._row_bytes = row_bytes = self.spec.np_dtype.itemsize * max(layout.width, 1)
         self._block = max(1, min(BLOCK_STEPS, BLOCK_BYTES // row_bytes))
         if row_bytes > DIRECT_ROW_BYTES:
             self._direct, self._block = True, 1
             self._history = 2 if self.spec.optimizer.momentum else 1
-            self.layout = layout
+            # Only the worker's rows use the layout: in torch's order, so that it copies no transposes.
+            self.layout = RowLayout(self.spec, len(self.x), layout.forward, torch_order=True)
+            self._ring = DIRECT_RING
             return
         # Blocks start at multiples of the block size and never wrap round the ring, so the two
         # steps before a block (which the diagnosis needs) are still in it.
@@ -404,7 +421,7 @@ class _Lockstep:
         """One side's result of a recent step: what it returned, or a view of its row."""
         if step in side.odd:
             return side.odd[step]  # type: ignore[return-value]
-        if self._direct:
+        if step in side.kept:  # compared in place (large networks; the reference before its worker)
             return side.kept[step]  # type: ignore[return-value]
         assert self.layout is not None
         return self.layout.unflatten(side.rows[step % self._ring])
