@@ -43,7 +43,7 @@ def _norm(count: int, reduction: str, factor: float = 1.0) -> float:
 
 # Mean squared error: E = (f - y)^2, dE/df = 2 (f - y).
 def mse(a: Array, y: Array, reduction: str) -> float:
-    return _reduce((a - y) ** 2, reduction)
+    return _reduce(np.square(a - y), reduction)
 
 
 def d_mse(a: Array, y: Array, reduction: str) -> Array:

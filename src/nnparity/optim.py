@@ -73,17 +73,21 @@ def sgd_update(
     opt: SGD, params: list[np.ndarray], grads: list[np.ndarray], state: SGDState
 ) -> tuple[list[np.ndarray], SGDState]:
     """One step of SGD: new parameter arrays and the new state; inputs are not changed."""
-    new_params: list[np.ndarray] = []
-    new_buffers: list[np.ndarray | None] = []
-    for p, g, buf in zip(params, grads, state.buffers, strict=True):
-        if opt.weight_decay != 0.0:
-            g = g + opt.weight_decay * p
-        if opt.momentum != 0.0:
-            if buf is None:
-                buf = g.copy()
-            else:
-                buf = buf * opt.momentum + (1.0 - opt.dampening) * g
-            g = g + opt.momentum * buf if opt.nesterov else buf
-        new_params.append(p + (-opt.lr) * g)
-        new_buffers.append(buf)
-    return new_params, SGDState(buffers=tuple(new_buffers))
+    if len(state.buffers) != len(params):
+        raise ValueError(f"{len(params)} parameter tensors, but an optimizer state for {len(state.buffers)}")
+    directions = grads  # plain SGD steps along the gradients and keeps no state
+    if opt.weight_decay != 0.0 or opt.momentum != 0.0:
+        directions, buffers = [], []
+        for p, g, buf in zip(params, grads, state.buffers, strict=True):
+            if opt.weight_decay != 0.0:
+                g = g + opt.weight_decay * p
+            if opt.momentum != 0.0:
+                if buf is None:
+                    buf = g.copy()
+                else:
+                    buf = buf * opt.momentum + (1.0 - opt.dampening) * g
+                g = g + opt.momentum * buf if opt.nesterov else buf
+            directions.append(g)
+            buffers.append(buf)
+        state = SGDState(buffers=tuple(buffers))
+    return [p + (-opt.lr) * g for p, g in zip(params, directions, strict=True)], state
