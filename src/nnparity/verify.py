@@ -443,7 +443,8 @@ class _Lockstep:
                 )
         if m:
             events += self._compare(t, m)
-            changed = self._inputs_changed(t, t + m - 1)
+            # A worker's reference steps on its own copies, out of reach (and it is the built-in one).
+            changed = None if self._worker is not None else self._inputs_changed(t, t + m - 1)
             if changed is not None:
                 events.append((t + m - 1, 3, changed, True))
         events.sort(key=lambda e: (e[0], e[1]))
