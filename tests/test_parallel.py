@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +18,9 @@ from nnparity.dataset import or_table
 from nnparity.notebook import notebook_spec
 from nnparity.numpy_backend import NumpyBackend
 from nnparity.torch_backend import TorchBackend
-from nnparity.worker import Worker, can_fork
+from nnparity.worker import Worker, can_fork, shutdown
+
+worker_module = __import__("nnparity.worker", fromlist=["_server"])
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="the worker needs fork and two cores")
 
@@ -158,12 +164,13 @@ def test_step_into_writes_the_row_fill_would(spec: NetworkSpec) -> None:
 
 
 def test_a_worker_that_finished_first_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker may send its last block and exit before the parent says where it is: the parent
-    then writes to a closed pipe, which must not matter (seen under load as BrokenPipeError)."""
+    """The worker may run to its last step well before the parent: it waits to be told the run is
+    over, and the parent reads the reports it left (seen under load as BrokenPipeError, when the
+    parent told the worker where it was on the pipe)."""
     receive = Worker.receive
 
     def late(self: Worker) -> object:
-        self._process.join(timeout=0.3)  # give the worker the time to run to its end and exit
+        time.sleep(0.05)  # the parent falls behind: the worker finishes first
         return receive(self)
 
     monkeypatch.setattr(Worker, "receive", late)
@@ -171,3 +178,106 @@ def test_a_worker_that_finished_first_is_not_an_error(monkeypatch: pytest.Monkey
     report = verify(spec, data.x, data.y, steps=STEPS)
     assert report.ok, report.summary()
     assert report.steps_run == STEPS
+
+
+def _server_pid() -> int | None:
+    server = worker_module._server
+    return None if server is None or not server.process.is_alive() else server.process.pid
+
+
+def test_one_worker_serves_the_runs_of_a_process_one_after_the_other() -> None:
+    data, spec = or_table(), notebook_spec()
+    first = verify(spec, data.x, data.y, steps=STEPS)
+    pid = _server_pid()
+    assert pid is not None
+    second = verify(spec, data.x, data.y, steps=STEPS)
+    assert _server_pid() == pid  # no new fork
+    assert first.to_json() == second.to_json()
+    assert first.trace.equals(second.trace)
+
+
+def test_a_run_after_the_code_changed_gets_a_new_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker is a fork of the process as it was: a patch made (or undone) since must reach
+    the reference, so the run starts a new worker."""
+    data, spec = or_table(), notebook_spec()
+    assert verify(spec, data.x, data.y, steps=STEPS).ok
+    pid = _server_pid()
+    backward = TorchBackend._backward
+
+    def doubled(self: TorchBackend, x: np.ndarray, y: np.ndarray) -> object:
+        activations, error = backward(self, x, y)
+        for layer in self.linears:
+            layer.weight.grad.mul_(2.0)  # type: ignore[union-attr]
+        return activations, error
+
+    monkeypatch.setattr(TorchBackend, "_backward", doubled)
+    patched = verify(spec, data.x, data.y, steps=STEPS, keep_going=True)
+    assert _server_pid() != pid
+    d = patched.first_divergence
+    assert d is not None
+    assert (d.step, d.stage, d.verdict) == (0, "gradient", "reference")
+    assert patched.divergent_steps == STEPS  # the worker's steps too: it runs the patched code
+    monkeypatch.undo()
+    pid = _server_pid()
+    assert verify(spec, data.x, data.y, steps=STEPS).ok
+    assert _server_pid() != pid
+
+
+def test_a_worker_that_died_between_runs_is_replaced() -> None:
+    data, spec = or_table(), notebook_spec()
+    assert verify(spec, data.x, data.y, steps=STEPS).ok
+    pid = _server_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    worker_module._server.process.join(5)  # type: ignore[union-attr]
+    report = verify(spec, data.x, data.y, steps=STEPS)
+    assert report.ok, report.summary()
+    assert _server_pid() not in (None, pid)
+
+
+def test_an_interrupted_run_ends_its_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    data, spec = or_table(), notebook_spec()
+    receive = Worker.receive
+    calls = {"n": 0}
+
+    def interrupted(self: Worker) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return receive(self)
+
+    monkeypatch.setattr(Worker, "receive", interrupted)
+    report = verify(spec, data.x, data.y, steps=STEPS)
+    assert report.interrupted
+    assert not report.ok
+    assert worker_module._server is None  # killed, not left mid-run
+    monkeypatch.undo()
+    assert verify(spec, data.x, data.y, steps=STEPS).ok
+
+
+def test_runs_in_two_threads_at_once_share_nothing() -> None:
+    """One worker per process: a run that finds it taken runs serially, with the same report."""
+    data, spec = or_table(), notebook_spec()
+    reports: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: reports.append(verify(spec, data.x, data.y, steps=STEPS)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    serial = verify(spec, data.x, data.y, steps=STEPS, parallel=False)
+    assert len(reports) == 2
+    for report in reports:
+        assert report.to_json() == serial.to_json()  # type: ignore[attr-defined]
+
+
+def test_shutdown_ends_the_worker_and_the_next_run_starts_one() -> None:
+    data, spec = or_table(), notebook_spec()
+    assert verify(spec, data.x, data.y, steps=STEPS).ok
+    pid = _server_pid()
+    shutdown()
+    assert worker_module._server is None
+    assert verify(spec, data.x, data.y, steps=STEPS).ok
+    assert _server_pid() not in (None, pid)

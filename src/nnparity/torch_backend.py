@@ -96,6 +96,13 @@ class TorchBackend:
         self.model.train()
         self.set_params(params)
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without the input cache: its tensors share the caller's arrays, and a copy of
+        them (what unpickling would give) would only be rebuilt at the next step."""
+        state = self.__dict__.copy()
+        state["_inputs"] = {}
+        return state
+
     def set_params(self, params: Sequence[LayerParams]) -> None:
         """Copy ``params`` into the model in place; the optimizer's momentum buffers are kept."""
         checked = check_params(self.spec, params)

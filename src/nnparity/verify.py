@@ -22,7 +22,7 @@ from nnparity.records import LayerParams, StepResult, as_real, copy_params
 from nnparity.report import Divergence, Report
 from nnparity.resources import check_memory
 from nnparity.spec import NetworkSpec
-from nnparity.worker import Worker, can_fork
+from nnparity.worker import Worker, can_fork, server_free
 
 MODES = ("free", "resync")
 TRACE_COLUMNS = [
@@ -105,7 +105,7 @@ def verify(
         atol=tol.atol,
         spec=spec.to_dict(),
         seconds=run.seconds,
-        final_params=run.final_params(),
+        final_params=run.final,
     )
 
 
@@ -282,6 +282,7 @@ class _Lockstep:
         self._history = 2  # steps kept before the current one (compared in place)
         self._worker: Worker | None = None
         self._worker_base = 0.0  # the reference's seconds before the worker took over
+        self.final: dict[str, list[LayerParams]] = {}  # each side's parameters at the end (copies)
 
     # --- running -------------------------------------------------------------------------------------
 
@@ -300,19 +301,24 @@ class _Lockstep:
                     break
                 t = self.last_step + 1
                 if t == 1 and self.parallel and self.layout is not None and self._can_run_apart(steps):
-                    if self._direct:  # no rows yet: the reference's first step stays in side.kept
-                        self.ref.rows = np.empty((0, self.layout.width), dtype=self.spec.np_dtype)
-                    self._worker = Worker(
-                        self.ref.backend,
-                        self.layout,
-                        self.ref.rows,
-                        self.ref.x,
-                        self.ref.y,
-                        self._block,
-                        t,
-                        steps,
-                        self._ring,
-                    )
+                    # The reference's first step stays in side.kept when there are no rows yet.
+                    so_far = self.ref.rows
+                    if self._direct:
+                        so_far = np.empty((0, self.layout.width), dtype=self.spec.np_dtype)
+                    try:
+                        self._worker = Worker(
+                            self.ref.backend,
+                            self.layout,
+                            so_far,
+                            self.ref.x,
+                            self.ref.y,
+                            self._block,
+                            t,
+                            steps,
+                            self._ring,
+                        )
+                    except RuntimeError:  # another thread's run has it, or it cannot take this one
+                        continue
                     self.ref.rows = self._worker.rows
                     self._worker_base = self.ref.seconds
                     # Two processes on two cores: the candidate's BLAS gets one thread, as torch does
@@ -322,8 +328,10 @@ class _Lockstep:
             self.interrupted = True
         finally:
             limits.close()
+            # Read before the worker's rows are handed to the next run.
+            self.final = self.final_params()
             if self._worker is not None:
-                self._worker.close()
+                self._worker.close(interrupted=self.interrupted)
             self.seconds = {"candidate": self.cand.seconds, "reference": self.ref.seconds}
 
     def _can_run_apart(self, steps: int) -> bool:
@@ -333,6 +341,8 @@ class _Lockstep:
         kind = type(self.ref.backend)
         builtin = (kind.__module__, kind.__qualname__) == ("nnparity.torch_backend", "TorchBackend")
         if not builtin or getattr(kind, "device", None) != "cpu":  # a GPU does not survive a fork
+            return False
+        if not server_free():  # another thread's run has the worker
             return False
         if self._row_bytes > PARALLEL_MAX_ROW_BYTES:  # rows too large to share
             return False
