@@ -101,6 +101,7 @@ def test_in_place_comparison_against_a_worker_reports_what_rows_do(
     place: the serial row-by-row report, the diagnosis (which reads the two steps before a
     divergence from the worker's ring) included."""
     monkeypatch.setattr(verify_module, "PARALLEL_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(verify_module, "WARM_MIN_SECONDS", 0.0)
     started: list[int] = []
     init = Worker.__init__
 
@@ -129,6 +130,7 @@ def test_a_long_run_of_a_network_too_large_to_share_stays_in_one_process(
     monkeypatch.setattr(verify_module, "DIRECT_ROW_BYTES", 0)
     monkeypatch.setattr(verify_module, "PARALLEL_MAX_ROW_BYTES", 0)
     monkeypatch.setattr(verify_module, "PARALLEL_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(verify_module, "WARM_MIN_SECONDS", 0.0)
     started: list[object] = []
     monkeypatch.setattr(verify_module, "Worker", lambda *args: started.append(args))
     report = verify(SPEC, X, Y, steps=40, params=init_params(SPEC, scheme="torch"))

@@ -281,3 +281,17 @@ def test_shutdown_ends_the_worker_and_the_next_run_starts_one() -> None:
     assert worker_module._server is None
     assert verify(spec, data.x, data.y, steps=STEPS).ok
     assert _server_pid() not in (None, pid)
+
+
+def test_a_shorter_run_uses_a_worker_already_running(workers: list[int]) -> None:
+    """Starting a worker pays for itself only in a long run; once one runs, shorter runs use it,
+    and report what they would serially."""
+    data, spec = or_table(), notebook_spec()
+    shutdown()
+    assert verify(spec, data.x, data.y, steps=300).ok
+    assert workers == []  # none running: 300 steps stay in one process
+    assert verify(spec, data.x, data.y, steps=STEPS).ok
+    assert workers == [1]
+    warm = verify(spec, data.x, data.y, steps=300)
+    assert workers == [1, 1]
+    assert warm.to_json() == verify(spec, data.x, data.y, steps=300, parallel=False).to_json()

@@ -148,6 +148,11 @@ def shutdown() -> None:
             _server = None
 
 
+def server_ready() -> bool:
+    """Whether this process has a worker running the parent's code, so that a run need not start one."""
+    return _server is not None and _server.usable()
+
+
 def server_free() -> bool:
     """Whether a run may use the worker now (no other thread's run holds it)."""
     return not _server_lock.locked()
