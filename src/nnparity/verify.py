@@ -60,9 +60,9 @@ def verify(
     ``keep_going``, which runs every step and counts the divergent ones. The
     first divergence is diagnosed (``verdict``, ``hint``, the oracle's value; see
     :mod:`nnparity.diagnosis`) unless ``diagnosis=False``. With ``parallel`` (the
-    default), a long run of a small network against the built-in torch reference runs
-    the reference in a worker process on a second core (:mod:`nnparity.worker`); the
-    report is the same either way.
+    default), a long run against the built-in torch reference runs the reference in a
+    worker process on a second CPU, kept for the process's later runs
+    (:mod:`nnparity.worker`); the report is the same either way.
     """
     if not isinstance(spec, NetworkSpec):
         raise NnparityError(f"spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
