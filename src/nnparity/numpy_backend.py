@@ -66,11 +66,12 @@ class NumpyBackend:
         with np.errstate(all="ignore"):
             return self._forward(np.asarray(x, dtype=self._dtype))[1][-1]
 
+    # Overflow gives inf and inf - inf gives NaN, silently, as in torch; the verifier reports
+    # non-finite values where they first appear. np.errstate as a decorator costs 0.3 us a call,
+    # as a with-block 0.7: 2% of the notebook's step.
+    @np.errstate(all="ignore")
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
-        # Overflow gives inf and inf - inf gives NaN, silently, as in torch; the verifier
-        # reports non-finite values where they first appear.
-        with np.errstate(all="ignore"):
-            return self._step(x, y)
+        return self._step(x, y)
 
     def _step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
         x = np.asarray(x, dtype=self._dtype)
