@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import select
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -295,3 +299,53 @@ def test_a_shorter_run_uses_a_worker_already_running(workers: list[int]) -> None
     warm = verify(spec, data.x, data.y, steps=300)
     assert workers == [1, 1]
     assert warm.to_json() == verify(spec, data.x, data.y, steps=300, parallel=False).to_json()
+
+
+def test_the_worker_holds_no_pipe_of_the_parent() -> None:
+    """A pipe the process had when the worker started sees its end close when the process closes
+    it (the worker, a fork, got a copy): a subprocess's output, say, is not held open."""
+    data, spec = or_table(), notebook_spec()
+    shutdown()
+    read_end, write_end = os.pipe()
+    try:
+        assert verify(spec, data.x, data.y, steps=STEPS).ok  # starts a worker, a fork with both ends
+        assert _server_pid() is not None
+        os.close(write_end)
+        ready, _, _ = select.select([read_end], [], [], 5.0)
+        assert ready, "the worker still holds the pipe's write end"
+        assert os.read(read_end, 1) == b""  # end of file
+    finally:
+        os.close(read_end)
+
+
+def test_the_worker_ends_with_a_process_that_skips_its_exit_handlers(tmp_path: object) -> None:
+    """os._exit (as a forked multiprocessing child ends) runs no atexit: the worker must still go."""
+    script = textwrap.dedent(
+        """
+        import os
+        from nnparity import verify
+        from nnparity.dataset import or_table
+        from nnparity.notebook import notebook_spec
+        import nnparity.worker as worker
+        data = or_table()
+        assert verify(notebook_spec(), data.x, data.y, steps=3000).ok
+        print(worker._server.process.pid, flush=True)
+        os._exit(0)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout)
+    deadline = time.monotonic() + 5.0
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "the worker outlived its process"
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie no parent reaps has ended too)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -29,6 +29,7 @@ import mmap
 import multiprocessing
 import os
 import pickle
+import stat
 import sys
 import threading
 import time
@@ -257,11 +258,39 @@ def _stopped(server: _Server, words: np.ndarray) -> bool:
     return False
 
 
+def _release_inherited(keep: int) -> None:
+    """In the server: let go of the pipes and sockets the fork copied from the parent (the parent's
+    end of the server's own pipe, a subprocess's pipes, a network connection), so that their other
+    ends see them close when the parent closes them, or dies; else the server would outlive a parent
+    killed or ended by os._exit, and hold a subprocess's output open. Each is pointed at /dev/null
+    rather than closed, so that no object that owned one closes a number since reused. Linux only
+    (/proc); elsewhere the parent's atexit ends the server."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in fds:
+            if fd <= 2 or fd in (keep, null):
+                continue
+            try:
+                mode = os.fstat(fd).st_mode
+            except OSError:  # the listing's own descriptor, closed since
+                continue
+            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+                os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 def _serve_runs(conn: Connection, buffer: mmap.mmap) -> None:
     """The server: one run after another until the parent goes (its pipe closes)."""
     import signal
 
     import torch
+
+    _release_inherited(keep=conn.fileno())
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C is the parent's to handle
     torch.set_num_threads(1)
