@@ -349,3 +349,21 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_process_whose_sigterm_handler_ignores_it_still_exits() -> None:
+    """At exit multiprocessing would send the worker SIGTERM and wait; a handler of the parent's,
+    inherited by the fork, must not keep it (and so the process) alive."""
+    script = textwrap.dedent(
+        """
+        import signal
+        signal.signal(signal.SIGTERM, lambda *args: None)
+        from nnparity import verify
+        from nnparity.dataset import or_table
+        from nnparity.notebook import notebook_spec
+        data = or_table()
+        assert verify(notebook_spec(), data.x, data.y, steps=3000).ok
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -25,6 +25,7 @@ parent (its pipe closes) or when a run is interrupted.
 
 from __future__ import annotations
 
+import atexit
 import mmap
 import multiprocessing
 import os
@@ -137,6 +138,13 @@ def _code() -> tuple[object, ...]:
 
 _server: _Server | None = None
 _server_lock = threading.Lock()  # one run at a time uses the server; a concurrent one runs serially
+
+
+@atexit.register
+def _end_server() -> None:
+    """At exit, before multiprocessing's own handler (which would send SIGTERM and wait): kill."""
+    if _server is not None and _server.pid == os.getpid():
+        _server.kill()
 
 
 def shutdown() -> None:
@@ -293,6 +301,7 @@ def _serve_runs(conn: Connection, buffer: mmap.mmap) -> None:
     _release_inherited(keep=conn.fileno())
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler of the parent's: it ends the server
     torch.set_num_threads(1)
     words = np.frombuffer(buffer, dtype=np.int64, count=2)
     try:
