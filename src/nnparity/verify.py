@@ -294,6 +294,12 @@ class _Lockstep:
         self.trace = _Trace(steps)
         t = 0
         limits = ExitStack()
+        if self.parallel and self._worker_reference() and steps > 1:
+            # Should the reference go to the worker after the first step, the candidate's BLAS
+            # must already be on one thread: OpenBLAS's idle threads spin ~0.1 s after a call
+            # (2^28 cycles), and on two cores one spinning beside the worker halved its speed for
+            # the first 10-25 steps (784-256-256-10, float64: ~40 ms of a 100-step run).
+            limits.enter_context(_blas_threads().limit(limits=1, user_api="blas"))
         try:
             while t < steps:
                 # The first block is one step (the layout comes from its result); the others start
@@ -304,30 +310,8 @@ class _Lockstep:
                 if over:
                     break
                 t = self.last_step + 1
-                if t == 1 and self.parallel and self.layout is not None and self._can_run_apart(steps):
-                    # The reference's first step stays in side.kept when there are no rows yet.
-                    so_far = self.ref.rows
-                    if self._direct:
-                        so_far = np.empty((0, self.layout.width), dtype=self.spec.np_dtype)
-                    try:
-                        self._worker = Worker(
-                            self.ref.backend,
-                            self.layout,
-                            so_far,
-                            self.ref.x,
-                            self.ref.y,
-                            self._block,
-                            t,
-                            steps,
-                            self._ring,
-                        )
-                    except RuntimeError:  # another thread's run has it, or it cannot take this one
-                        continue
-                    self.ref.rows = self._worker.rows
-                    self._worker_base = self.ref.seconds
-                    # Two processes on two cores: the candidate's BLAS gets one thread, as torch does
-                    # in the worker (with more, each stalls the other: 1.5x slower, measured).
-                    limits.enter_context(_blas_threads().limit(limits=1, user_api="blas"))
+                if t == 1 and not (self.parallel and self._start_worker(steps)):
+                    limits.close()  # serial: the candidate's BLAS gets its threads back
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
@@ -338,13 +322,37 @@ class _Lockstep:
                 self._worker.close(interrupted=self.interrupted)
             self.seconds = {"candidate": self.cand.seconds, "reference": self.ref.seconds}
 
-    def _can_run_apart(self, steps: int) -> bool:
-        """Whether the reference may run in a worker process: the built-in torch backend (a user's
-        could depend on its process, or change its inputs where the parent would not see it), a
-        run long enough (see PARALLEL_MIN_STEPS, and WARM_* once a worker runs)."""
+    def _start_worker(self, steps: int) -> bool:
+        """After the first step: hand the reference to a worker process if it should go there."""
+        if self.layout is None or not self._can_run_apart(steps):
+            return False
+        # The reference's first step stays in side.kept when there are no rows yet.
+        so_far = self.ref.rows
+        if self._direct:
+            so_far = np.empty((0, self.layout.width), dtype=self.spec.np_dtype)
+        try:
+            ref, layout, block = self.ref, self.layout, self._block
+            self._worker = Worker(ref.backend, layout, so_far, ref.x, ref.y, block, 1, steps, self._ring)
+        except RuntimeError:  # another thread's run has it, or it cannot take this one
+            return False
+        self.ref.rows = self._worker.rows
+        self._worker_base = self.ref.seconds
+        # Two processes on two cores: the candidate's BLAS stays on one thread, as torch is in the
+        # worker (with more, each stalls the other: 1.5x slower, measured).
+        return True
+
+    def _worker_reference(self) -> bool:
+        """Whether the reference could go to a worker process: the built-in torch backend on the CPU
+        (a user's could depend on its process, or change its inputs where the parent would not
+        see it; a GPU does not survive a fork)."""
         kind = type(self.ref.backend)
         builtin = (kind.__module__, kind.__qualname__) == ("nnparity.torch_backend", "TorchBackend")
-        if not builtin or getattr(kind, "device", None) != "cpu":  # a GPU does not survive a fork
+        return builtin and getattr(kind, "device", None) == "cpu"
+
+    def _can_run_apart(self, steps: int) -> bool:
+        """Whether the reference goes to a worker process: one that can (:meth:`_worker_reference`),
+        a run long enough (see PARALLEL_MIN_STEPS, and WARM_* once a worker runs)."""
+        if not self._worker_reference():
             return False
         if not server_free():  # another thread's run has the worker
             return False
