@@ -16,6 +16,8 @@ from test_misbehaving import KeepsReturnedArrays
 verify_module = __import__("nnparity.verify", fromlist=["DIRECT_ROW_BYTES"])
 
 SPEC = NetworkSpec((30, 40, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01, momentum=0.9))
+# Over compare.BIG_ROW numbers a step: its rows hold weights (fan_in, fan_out), not as torch does.
+WIDE = NetworkSpec((30, 90, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01, momentum=0.9))
 RNG = np.random.default_rng(0)
 X, Y = RNG.uniform(-1, 1, (8, 30)), RNG.uniform(-1, 1, (8, 5))
 
@@ -46,10 +48,16 @@ class SlowUpdateNudgedFromStep10(NumpyBackend):
         return result
 
 
-def _run(direct: bool, monkeypatch: pytest.MonkeyPatch, parallel: bool = False, **kwargs: object) -> object:
+def _run(
+    direct: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    parallel: bool = False,
+    spec: NetworkSpec = SPEC,
+    **kwargs: object,
+) -> object:
     monkeypatch.setattr(verify_module, "DIRECT_ROW_BYTES", 0 if direct else 1 << 40)
-    params = init_params(SPEC, scheme="torch")
-    return verify(SPEC, X, Y, steps=30, params=params, parallel=parallel, **kwargs)  # type: ignore[arg-type]
+    params = init_params(spec, scheme="torch")
+    return verify(spec, X, Y, steps=30, params=params, parallel=parallel, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -94,11 +102,12 @@ def test_in_place_comparison_still_catches_returned_arrays_changed_later(
     ],
     ids=["free", "resync", "divergence", "keep-going", "update-divergence"],
 )
+@pytest.mark.parametrize("spec", [SPEC, WIDE], ids=["torch-order-rows", "transposed-rows"])
 def test_in_place_comparison_against_a_worker_reports_what_rows_do(
-    kwargs: dict[str, object], monkeypatch: pytest.MonkeyPatch
+    kwargs: dict[str, object], spec: NetworkSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The reference in a worker, writing shared rows in torch's order, the candidate compared in
-    place: the serial row-by-row report, the diagnosis (which reads the two steps before a
+    """The reference in a worker, writing shared rows, the candidate compared in place against
+    them: the serial row-by-row report, the diagnosis (which reads the two steps before a
     divergence from the worker's ring) included."""
     monkeypatch.setattr(verify_module, "PARALLEL_MIN_SECONDS", 0.0)
     monkeypatch.setattr(verify_module, "WARM_MIN_SECONDS", 0.0)
@@ -110,9 +119,9 @@ def test_in_place_comparison_against_a_worker_reports_what_rows_do(
         init(self, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Worker, "__init__", counted)
-    in_worker = _run(True, monkeypatch, parallel=True, **kwargs)
+    in_worker = _run(True, monkeypatch, parallel=True, spec=spec, **kwargs)
     assert started == [1]
-    rows = _run(False, monkeypatch, **kwargs)
+    rows = _run(False, monkeypatch, spec=spec, **kwargs)
     assert in_worker.to_json() == rows.to_json()  # type: ignore[attr-defined]
     assert in_worker.trace.equals(rows.trace)  # type: ignore[attr-defined]
     if kwargs.get("candidate") is SlowUpdateNudgedFromStep10:

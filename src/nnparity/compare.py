@@ -271,12 +271,11 @@ class RowLayout:
     In a small row (``torch_order``) a weight is stored as torch holds it, ``(fan_out, fan_in)`` in
     C order, so that the torch side writes its rows without a transposing copy
     (:meth:`TorchBackend.step_into`); :meth:`quantity` gives it back as the ``(fan_in, fan_out)``
-    view everything else uses. A large row keeps the ``(fan_in, fan_out)`` order (there a strided
-    copy of the candidate's big weights costs more than torch's transposes), unless ``torch_order``
-    says otherwise: the rows of a network compared in place hold only the reference's results.
+    view everything else uses. A large row keeps the ``(fan_in, fan_out)`` order: there a strided
+    copy of the candidate's big weights costs more than torch's transposes.
     """
 
-    def __init__(self, spec: NetworkSpec, rows: int, forward: bool, torch_order: bool | None = None) -> None:
+    def __init__(self, spec: NetworkSpec, rows: int, forward: bool) -> None:
         self.spec = spec
         self.forward = forward
         self.keys = quantity_keys(spec, forward)
@@ -293,7 +292,7 @@ class RowLayout:
         self.shapes = shapes
         self.offsets = np.cumsum([0, *(math.prod(shape) for shape in shapes)])
         self.width = int(self.offsets[-1])
-        self.torch_order = self.width <= BIG_ROW if torch_order is None else torch_order
+        self.torch_order = self.width <= BIG_ROW
         self._transposed = [self.torch_order and key.tensor == "weight" for key in self.keys]
         self.n_activations = spec.n_layers if forward else 0
         self.loss_at = int(self.offsets[self.n_activations])

@@ -181,22 +181,30 @@ class TorchBackend:
         activations, error = self._backward(x, y)
         self.optimizer.step()
         with torch.no_grad():
-            parts = [a.reshape(-1) for a in activations]
+            parts: list[torch.Tensor] = [a.reshape(-1) for a in activations]
             parts.append(error.reshape(1))
-
-            # Weights as torch holds them, (fan_out, fan_in), are views: no copies.
-            def flat(w: torch.Tensor) -> torch.Tensor:
-                return w.view(-1) if torch_order else w.t().reshape(-1)
-
             for layer in reversed(self.linears):
-                parts.append(flat(layer.weight.grad))  # type: ignore[arg-type]
+                parts.append(layer.weight.grad)  # type: ignore[arg-type]
                 if layer.bias is not None:
                     parts.append(layer.bias.grad)  # type: ignore[arg-type]
             for layer in self.linears:
-                parts.append(flat(layer.weight))
+                parts.append(layer.weight)
                 if layer.bias is not None:
                     parts.append(layer.bias)
-            torch.cat(parts, out=row)
+            if torch_order:  # weights as torch holds them, (fan_out, fan_in): one cat of views
+                torch.cat([part.view(-1) for part in parts], out=row)
+                return
+            # Transposed: each copied into its place once (a transposing copy, then a cat, cost
+            # twice the memory traffic).
+            at = 0
+            for part in parts:
+                size = part.numel()
+                place = row[at : at + size]
+                if part.dim() == 2:
+                    place.view(part.shape[1], part.shape[0]).copy_(part.t())
+                else:
+                    place.copy_(part.reshape(-1))
+                at += size
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
