@@ -374,19 +374,33 @@ class _Lockstep:
             side.kept = {s: r for s, r in side.kept.items() if s >= t - self._history}
             side.n, side.error, side.misbehaved = 0, None, []
         try:
-            if self._worker is None:
-                self._run_side(self.ref, t, k)
-            else:
+            if self._worker is not None and self.mode == "free":
+                # The candidate's steps first, while the worker may still be on its own (at its start
+                # it is slower): they overlap. Should the reference have raised within the block,
+                # the candidate's later steps are not compared, and the report is the same.
                 self._worker.at(t)
-                done = self._worker.receive()
-                self.ref.n, self.ref.error = done.n, done.error
-                self.ref.seconds = self._worker_base + done.seconds
-            # The candidate also takes the step where the reference raised: its own error comes first.
-            self._run_side(self.cand, t, self.ref.n + (self.ref.error is not None))
+                self._run_side(self.cand, t, k)
+                self._receive()
+            else:
+                if self._worker is None:
+                    self._run_side(self.ref, t, k)
+                else:  # resync: the candidate takes up the reference's parameters after each step
+                    self._worker.at(t)
+                    self._receive()
+                # The candidate also takes the step where the reference raised: its own error comes
+                # first.
+                self._run_side(self.cand, t, self.ref.n + (self.ref.error is not None))
         except KeyboardInterrupt:
             self._settle(t)
             raise
         return self._settle(t)
+
+    def _receive(self) -> None:
+        """The worker's report of the reference's block."""
+        assert self._worker is not None
+        done = self._worker.receive()
+        self.ref.n, self.ref.error = done.n, done.error
+        self.ref.seconds = self._worker_base + done.seconds
 
     def _run_side(self, side: _Side, t: int, k: int) -> None:
         backend, x, y = side.backend, side.x, side.y
