@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing.connection
 import os
 import select
 import signal
@@ -367,3 +368,14 @@ def test_a_process_whose_sigterm_handler_ignores_it_still_exits() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_worker_keeps_multiprocessing_s_own_pipes() -> None:
+    """The pipes the worker lets go of are the parent's, not the one multiprocessing watches to
+    tell that it is alive (its sentinel reads end-of-file only when the worker ends)."""
+    data, spec = or_table(), notebook_spec()
+    assert verify(spec, data.x, data.y, steps=STEPS).ok
+    process = worker_module._server.process  # type: ignore[union-attr]
+    assert multiprocessing.connection.wait([process.sentinel], timeout=0.2) == []
+    shutdown()
+    assert multiprocessing.connection.wait([process.sentinel], timeout=5.0) == [process.sentinel]

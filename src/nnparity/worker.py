@@ -26,6 +26,7 @@ parent (its pipe closes) or when a run is interrupted.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import mmap
 import multiprocessing
 import os
@@ -88,8 +89,14 @@ class _Server:
         self.conn, child_conn = ctx.Pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        # The pipes and sockets open now (this end of the new pipe among them, not the child's)
+        # are for the child to let go of; multiprocessing's own, made by start(), it keeps.
+        inherited = _pipes_and_sockets() - {child_conn.fileno()}
         self.process = ctx.Process(
-            target=_serve_runs, args=(child_conn, self.buffer), name="nnparity-reference", daemon=True
+            target=_serve_runs,
+            args=(child_conn, self.buffer, inherited),
+            name="nnparity-reference",
+            daemon=True,
         )
         self.process.start()
         child_conn.close()
@@ -266,39 +273,46 @@ def _stopped(server: _Server, words: np.ndarray) -> bool:
     return False
 
 
-def _release_inherited(keep: int) -> None:
+def _pipes_and_sockets() -> set[int]:
+    """This process's descriptors above 2 that are pipes or sockets (Linux: /proc; else none)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return set()
+    found = set()
+    for fd in fds:
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:  # the listing's own descriptor, closed since
+            continue
+        if fd > 2 and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            found.add(fd)
+    return found
+
+
+def _release(fds: set[int]) -> None:
     """In the server: let go of the pipes and sockets the fork copied from the parent (the parent's
     end of the server's own pipe, a subprocess's pipes, a network connection), so that their other
     ends see them close when the parent closes them, or dies; else the server would outlive a parent
     killed or ended by os._exit, and hold a subprocess's output open. Each is pointed at /dev/null
-    rather than closed, so that no object that owned one closes a number since reused. Linux only
-    (/proc); elsewhere the parent's atexit ends the server."""
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        return
+    rather than closed, so that no object that owned one closes a number since reused. Where /proc
+    cannot tell them (not Linux), the parent's atexit ends the server."""
     null = os.open(os.devnull, os.O_RDWR)
     try:
         for fd in fds:
-            if fd <= 2 or fd in (keep, null):
-                continue
-            try:
-                mode = os.fstat(fd).st_mode
-            except OSError:  # the listing's own descriptor, closed since
-                continue
-            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            with contextlib.suppress(OSError):
                 os.dup2(null, fd)
     finally:
         os.close(null)
 
 
-def _serve_runs(conn: Connection, buffer: mmap.mmap) -> None:
+def _serve_runs(conn: Connection, buffer: mmap.mmap, inherited: set[int]) -> None:
     """The server: one run after another until the parent goes (its pipe closes)."""
     import signal
 
     import torch
 
-    _release_inherited(keep=conn.fileno())
+    _release(inherited)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler of the parent's: it ends the server
