@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from nnparity.worker import Worker
 
 settings.register_profile(
     "ci",
@@ -37,3 +40,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 _profile = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else None)
 if _profile:
     settings.load_profile(_profile)
+
+
+@pytest.fixture
+def workers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many runs the test handed to a worker process (so a test cannot pass by running serially)."""
+    started: list[int] = []
+    init = Worker.__init__
+
+    def counted(self: Worker, *args: object, **kwargs: object) -> None:
+        started.append(1)
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Worker, "__init__", counted)
+    return started

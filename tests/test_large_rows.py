@@ -10,7 +10,7 @@ import pytest
 
 from nnparity import SGD, NetworkSpec, StepResult, init_params, verify
 from nnparity.numpy_backend import NumpyBackend
-from nnparity.worker import Worker, can_fork
+from nnparity.worker import can_fork
 from test_misbehaving import KeepsReturnedArrays
 
 verify_module = __import__("nnparity.verify", fromlist=["DIRECT_ROW_BYTES"])
@@ -104,23 +104,15 @@ def test_in_place_comparison_still_catches_returned_arrays_changed_later(
 )
 @pytest.mark.parametrize("spec", [SPEC, WIDE], ids=["torch-order-rows", "transposed-rows"])
 def test_in_place_comparison_against_a_worker_reports_what_rows_do(
-    kwargs: dict[str, object], spec: NetworkSpec, monkeypatch: pytest.MonkeyPatch
+    kwargs: dict[str, object], spec: NetworkSpec, monkeypatch: pytest.MonkeyPatch, workers: list[int]
 ) -> None:
     """The reference in a worker, writing shared rows, the candidate compared in place against
     them: the serial row-by-row report, the diagnosis (which reads the two steps before a
     divergence from the worker's ring) included."""
     monkeypatch.setattr(verify_module, "PARALLEL_MIN_SECONDS", 0.0)
     monkeypatch.setattr(verify_module, "WARM_MIN_SECONDS", 0.0)
-    started: list[int] = []
-    init = Worker.__init__
-
-    def counted(self: Worker, *args: object) -> None:
-        started.append(1)
-        init(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Worker, "__init__", counted)
     in_worker = _run(True, monkeypatch, parallel=True, spec=spec, **kwargs)
-    assert started == [1]
+    assert workers == [1]
     rows = _run(False, monkeypatch, spec=spec, **kwargs)
     assert in_worker.to_json() == rows.to_json()  # type: ignore[attr-defined]
     assert in_worker.trace.equals(rows.trace)  # type: ignore[attr-defined]

@@ -45,20 +45,6 @@ class WrongFromStep1000(NumpyBackend):
         return result
 
 
-@pytest.fixture
-def workers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many workers the test started (so a test cannot pass by running serially)."""
-    started: list[int] = []
-    init = Worker.__init__
-
-    def counted(self: Worker, *args: object, **kwargs: object) -> None:
-        started.append(1)
-        init(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Worker, "__init__", counted)
-    return started
-
-
 def _both(**kwargs: object) -> tuple[object, object]:
     data, spec = or_table(), kwargs.pop("spec", notebook_spec())
     runs = [verify(spec, data.x, data.y, parallel=p, **kwargs) for p in (True, False)]  # type: ignore[arg-type]
