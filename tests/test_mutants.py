@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,16 @@ import pytest
 import nnparity.mutants as mutants
 from nnparity import NnparityError, load_backend, verify
 from nnparity.activations import ACTIVATIONS, d_sigmoid
-from nnparity.mutants import CATALOG, NETWORKS, Edit, all_placed, check_mutants, mutant_backend, problem
+from nnparity.mutants import (
+    CATALOG,
+    NETWORKS,
+    Edit,
+    all_placed,
+    check_mutants,
+    describe_edits,
+    mutant_backend,
+    problem,
+)
 from nnparity.numpy_backend import NumpyBackend
 
 
@@ -34,6 +44,16 @@ def test_every_mutant_is_caught_and_placed(resync_table: object) -> None:
     failed = frame[~(frame["caught"] & frame["placed"])]  # type: ignore[index]
     assert failed.empty, "\n" + failed.to_string(index=False)
     assert all_placed(frame)
+
+
+def test_the_readme_table_shows_the_catalog_as_it_stands() -> None:
+    """The README's table names each mutant's edit by file and line: an edit of the shipped
+    source that moves a line must move it there too."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    table = text.split("`nnparity mutants` today", 1)[1].split("\n\n", 2)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    shown = {row.split("`")[1]: row.rstrip(" |").rsplit("| `", 1)[1].rstrip("`") for row in rows}
+    assert shown == {name: describe_edits(mutant) for name, mutant in CATALOG.items()}
 
 
 def test_free_running_places_them_the_same() -> None:

@@ -163,8 +163,8 @@ CATALOG: dict[str, Mutant] = {
             Place(0, "forward", 0, "activation"),
             (
                 "numpy_backend",
-                "z = np.dot(outs[-1], W) if b is None else np.dot(outs[-1], W) + b",
-                "z = np.dot(outs[-1], W)",
+                "z = np.dot(a, W) if b is None else np.dot(a, W) + b",
+                "z = np.dot(a, W)",
             ),
         ),
         _mutant(
@@ -205,7 +205,7 @@ CATALOG: dict[str, Mutant] = {
             "the inputs are rounded to float32 in a float64 network",
             "deep",
             Place(0, "forward", 0, "activation"),
-            ("numpy_backend", "outs = [x]", "outs = [x.astype(np.float32)]"),
+            ("numpy_backend", "a = x\n", "a = x.astype(np.float32)\n"),
         ),
         _mutant(
             "BiasNeverUpdated",
@@ -342,6 +342,14 @@ def patched_modules(edits: Iterable[Edit], *, tag: str) -> dict[str, types.Modul
     return built
 
 
+def describe_edits(mutant: Mutant) -> str:
+    """``file.py:line: old -> new`` of the mutant's first edit, and how many more it makes."""
+    first, more = mutant.edits[0], len(mutant.edits) - 1
+    return f"{first.file}.py:{edit_line(first)}: {first.old.strip()} -> {first.new.strip()}" + (
+        f" (and {more} more)" if more else ""
+    )
+
+
 def edit_line(edit: Edit) -> int:
     """The line of ``nnparity/<file>.py`` that the edit changes (1-based)."""
     source = inspect.getsource(importlib.import_module(f"nnparity.{edit.file}"))
@@ -386,7 +394,6 @@ def check_mutants(
         report = verify(spec, x, y, steps=steps, params=params, candidate=cls, reference=reference, mode=mode)
         d = report.first_divergence
         found = None if d is None else Place(d.step, d.stage, d.layer, d.tensor)
-        first, more = mutant.edits[0], len(mutant.edits) - 1
         rows.append(
             {
                 "mutant": name,
@@ -397,8 +404,7 @@ def check_mutants(
                 "expected": str(mutant.expected),
                 "placed": found == mutant.expected,
                 "verdict": "-" if d is None else d.verdict or "-",
-                "edit": f"{first.file}.py:{edit_line(first)}: {first.old.strip()} -> {first.new.strip()}"
-                + (f" (and {more} more)" if more else ""),
+                "edit": describe_edits(mutant),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
