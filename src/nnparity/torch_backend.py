@@ -91,7 +91,10 @@ class TorchBackend:
             # On the CPU torch chooses the per-tensor loop anyway; saying so skips that choice every step.
             foreach=False,
         )
-        self._parameters = list(self.model.parameters())
+        self._parameters = list(self.model.parameters())  # each layer's weight, then its bias
+        # The gradients in a row's order: the last layer's first (see step_into).
+        self._grads_order = [p for layer in reversed(self.linears) for p in layer.parameters()]
+        self._flat: list[torch.Tensor] | None = None  # 1-D views of the parameters, made once
         self._inputs: dict[int, tuple[np.ndarray, torch.Tensor]] = {}
         self.model.train()
         self.set_params(params)
@@ -101,6 +104,7 @@ class TorchBackend:
         them (what unpickling would give) would only be rebuilt at the next step."""
         state = self.__dict__.copy()
         state["_inputs"] = {}
+        state["_flat"] = None
         return state
 
     def set_params(self, params: Sequence[LayerParams]) -> None:
@@ -181,21 +185,21 @@ class TorchBackend:
         activations, error = self._backward(x, y)
         self.optimizer.step()
         with torch.no_grad():
-            parts: list[torch.Tensor] = [a.reshape(-1) for a in activations]
-            parts.append(error.reshape(1))
-            for layer in reversed(self.linears):
-                parts.append(layer.weight.grad)  # type: ignore[arg-type]
-                if layer.bias is not None:
-                    parts.append(layer.bias.grad)  # type: ignore[arg-type]
-            for layer in self.linears:
-                parts.append(layer.weight)
-                if layer.bias is not None:
-                    parts.append(layer.bias)
-            if torch_order:  # weights as torch holds them, (fan_out, fan_in): one cat of views
-                torch.cat([part.view(-1) for part in parts], out=row)
+            if torch_order:  # weights as torch holds them, (fan_out, fan_in): one cat of 1-D views
+                if self._flat is None:  # SGD updates the parameters in place: their views stay true
+                    self._flat = [p.detach().view(-1) for p in self._parameters]
+                flat = [a.reshape(-1) for a in activations]
+                flat.append(error.reshape(1))
+                flat += [p.grad.view(-1) for p in self._grads_order]  # type: ignore[union-attr]
+                flat += self._flat
+                torch.cat(flat, out=row)
                 return
             # Transposed: each copied into its place once (a transposing copy, then a cat, cost
             # twice the memory traffic).
+            parts: list[torch.Tensor] = [a.reshape(-1) for a in activations]
+            parts.append(error.reshape(1))
+            parts += [p.grad for p in self._grads_order]  # type: ignore[misc]
+            parts += self._parameters
             at = 0
             for part in parts:
                 size = part.numel()
