@@ -47,7 +47,7 @@ def backend_loop(cls: type, steps: int) -> Callable[[], None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     args = parser.parse_args()
     data, spec = or_table(), notebook_spec()
     runs: dict[str, Callable[[], object]] = {
