@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from nnparity import SGD, LayerParams, NetworkSpec, StepResult, init_params, verify
 from nnparity.cli import main
+from nnparity.compare import RowLayout
 from nnparity.numpy_backend import NumpyBackend
 from nnparity.torch_backend import TorchBackend
 
@@ -225,3 +227,30 @@ def test_the_built_in_backends_return_arrays_they_leave_alone() -> None:
     for steps in (3, 700):
         assert verify(DEEP, x, y, steps=steps, mode="resync").ok
         assert verify(DEEP, x, y, steps=steps, candidate="torch", reference="numpy").ok
+
+
+class TorchWithAFrozenBias(TorchBackend):
+    """Layer 0's bias takes no part in training: torch leaves its gradient at None."""
+
+    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
+        super().__init__(spec, params)
+        self.linears[0].bias.requires_grad_(False)
+
+
+def test_a_parameter_without_a_gradient_is_reported_as_the_references_error() -> None:
+    x, y = _data(DEEP)
+    report = verify(DEEP, x, y, steps=3, reference=TorchWithAFrozenBias)
+    d = report.first_divergence
+    assert d is not None
+    assert (d.step, d.verdict) == (0, "reference")
+    assert d.message is not None
+    assert "torch produced no gradient for a parameter" in d.message
+
+
+@pytest.mark.parametrize("torch_order", [True, False])
+def test_the_workers_step_says_the_same_of_a_missing_gradient(torch_order: bool) -> None:
+    x, y = _data(DEEP)
+    backend = TorchWithAFrozenBias(DEEP, init_params(DEEP))
+    row = torch.empty(RowLayout(DEEP, len(x), forward=True).width, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="torch produced no gradient for a parameter"):
+        backend.step_into(x, y, row, torch_order)

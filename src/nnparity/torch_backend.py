@@ -52,18 +52,21 @@ def _tensor(a: np.ndarray, dtype: str) -> torch.Tensor:
     return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
 
-def _numpy(t: torch.Tensor | None, copy: bool = True) -> np.ndarray:
-    """``t`` as an array; ``copy=False`` shares its memory, for a tensor that torch will not change."""
-    if t is None:  # a parameter that took no part in the loss has no gradient
+def _gradient(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, which a parameter that took no part in the loss does not have."""
+    if p.grad is None:
         raise RuntimeError("torch produced no gradient for a parameter")
+    return p.grad
+
+
+def _numpy(t: torch.Tensor, copy: bool = True) -> np.ndarray:
+    """``t`` as an array; ``copy=False`` shares its memory, for a tensor that torch will not change."""
     arr = t.detach().numpy()
     return arr.copy() if copy else arr
 
 
-def _numpy_from(t: torch.Tensor | None, copy: bool = True) -> np.ndarray:
+def _numpy_from(t: torch.Tensor, copy: bool = True) -> np.ndarray:
     """``t``, on another device than the CPU, as an array (always a copy)."""
-    if t is None:
-        raise RuntimeError("torch produced no gradient for a parameter")
     return t.detach().to("cpu", copy=True).numpy()  # the transfer is the copy
 
 
@@ -122,8 +125,8 @@ class TorchBackend:
         copy = not grads
         out = []
         for layer in self.linears:
-            w = layer.weight.grad if grads else layer.weight
-            b = None if layer.bias is None else (layer.bias.grad if grads else layer.bias)
+            w = _gradient(layer.weight) if grads else layer.weight
+            b = None if layer.bias is None else (_gradient(layer.bias) if grads else layer.bias)
             out.append(LayerParams(self._numpy(w, copy).T, None if b is None else self._numpy(b, copy)))
         return out
 
@@ -190,7 +193,7 @@ class TorchBackend:
                     self._flat = [p.detach().view(-1) for p in self._parameters]
                 flat = [a.reshape(-1) for a in activations]
                 flat.append(error.reshape(1))
-                flat += [p.grad.view(-1) for p in self._grads_order]  # type: ignore[union-attr]
+                flat += [_gradient(p).view(-1) for p in self._grads_order]
                 flat += self._flat
                 torch.cat(flat, out=row)
                 return
@@ -198,7 +201,7 @@ class TorchBackend:
             # twice the memory traffic).
             parts: list[torch.Tensor] = [a.reshape(-1) for a in activations]
             parts.append(error.reshape(1))
-            parts += [p.grad for p in self._grads_order]  # type: ignore[misc]
+            parts += [_gradient(p) for p in self._grads_order]
             parts += self._parameters
             at = 0
             for part in parts:
