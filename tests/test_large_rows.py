@@ -16,6 +16,8 @@ from test_misbehaving import KeepsReturnedArrays
 verify_module = __import__("nnparity.verify", fromlist=["DIRECT_ROW_BYTES"])
 
 SPEC = NetworkSpec((30, 40, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01, momentum=0.9))
+# Plain SGD: a run keeps one step before the current one, not two.
+PLAIN = NetworkSpec((30, 40, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01))
 # Over compare.BIG_ROW numbers a step: its rows hold weights (fan_in, fan_out), not as torch does.
 WIDE = NetworkSpec((30, 90, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01, momentum=0.9))
 RNG = np.random.default_rng(0)
@@ -70,11 +72,12 @@ def _run(
     ],
     ids=["free", "resync", "divergence", "keep-going"],
 )
+@pytest.mark.parametrize("spec", [SPEC, PLAIN], ids=["momentum", "plain-sgd"])
 def test_in_place_comparison_reports_what_rows_do(
-    kwargs: dict[str, object], monkeypatch: pytest.MonkeyPatch
+    kwargs: dict[str, object], spec: NetworkSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    in_place = _run(True, monkeypatch, **kwargs)
-    rows = _run(False, monkeypatch, **kwargs)
+    in_place = _run(True, monkeypatch, spec=spec, **kwargs)
+    rows = _run(False, monkeypatch, spec=spec, **kwargs)
     assert in_place.to_json() == rows.to_json()  # type: ignore[attr-defined]
     assert in_place.trace.equals(rows.trace)  # type: ignore[attr-defined]
     assert in_place.trace.notna().all().all()  # type: ignore[attr-defined]
@@ -102,7 +105,9 @@ def test_in_place_comparison_still_catches_returned_arrays_changed_later(
     ],
     ids=["free", "resync", "divergence", "keep-going", "update-divergence"],
 )
-@pytest.mark.parametrize("spec", [SPEC, WIDE], ids=["torch-order-rows", "transposed-rows"])
+@pytest.mark.parametrize(
+    "spec", [SPEC, WIDE, PLAIN], ids=["torch-order-rows", "transposed-rows", "plain-sgd"]
+)
 def test_in_place_comparison_against_a_worker_reports_what_rows_do(
     kwargs: dict[str, object], spec: NetworkSpec, monkeypatch: pytest.MonkeyPatch, workers: list[int]
 ) -> None:

@@ -561,7 +561,9 @@ class _Lockstep:
         results = self._both(step)
         before = self._both(step - 1) if step >= 1 else None
         previous = None
-        if before is not None:
+        # Only a momentum buffer needs the step before's start and result (a large network's run
+        # keeps the two steps before only with momentum: see _start_layout).
+        if before is not None and self.spec.optimizer.momentum:
             earlier = self._starts(self._both(step - 2) if step >= 2 else None)
             previous = {side: StepRecord(earlier[side], before[side]) for side in ("candidate", "reference")}
         why = diagnose(self.spec, self.x, self.y, self._starts(before), results, found, previous=previous)
