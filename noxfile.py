@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -76,5 +77,8 @@ def mutation(session: nox.Session) -> None:
     # torch's thread pool does not survive mutmut's fork: one thread, or mutants hang until they time out.
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     jobs = str(os.cpu_count() or 1)
+    # mutmut keeps its results in mutants/ and re-runs only mutants of changed source: a test
+    # added since would not count. Start afresh (the whole run takes about a minute).
+    shutil.rmtree("mutants", ignore_errors=True)
     session.run("mutmut", "run", "--max-children", jobs, *session.posargs, env=env)
     session.run("mutmut", "results", env=env)

@@ -177,6 +177,9 @@ def test_sgd_update_wants_one_gradient_and_buffer_per_tensor() -> None:
         sgd_update(SGD(0.1), p, p[:1], sgd_init(2))
     with pytest.raises(ValueError, match="2 parameter tensors, but an optimizer state for 3"):
         sgd_update(SGD(0.1), p, p, sgd_init(3))
+    for opt in (SGD(0.1), SGD(0.1, momentum=0.9), SGD(0.1, weight_decay=0.01)):  # with state too
+        with pytest.raises(ValueError, match="zip"):
+            sgd_update(opt, p, [*p, p[0]], sgd_init(2))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
