@@ -76,7 +76,7 @@ def sgd_update(
     if len(state.buffers) != len(params):
         raise ValueError(f"{len(params)} parameter tensors, but an optimizer state for {len(state.buffers)}")
     directions = grads  # plain SGD steps along the gradients and keeps no state
-    if opt.weight_decay or opt.momentum:
+    if opt.weight_decay != 0.0 or opt.momentum != 0.0:
         directions, buffers = [], []
         for p, g, buf in zip(params, grads, state.buffers, strict=True):
             if opt.weight_decay != 0.0:
