@@ -77,24 +77,24 @@ def test_check_finds_and_shrinks_each_planted_bug(
 
 
 def _project_planted_bugs() -> list[tuple[str, str, NetworkSpec]]:
-    """The planted bugs of test_planted_bugs.py: (class name, the stage it shows at, its spec)."""
+    """The planted bugs of test_planted_bugs.py: (``module:Class``, the stage it shows at, its spec)."""
     try:
         import test_planted_bugs
     except ImportError:  # pragma: no cover - the other suite is not there
         return []
     table = getattr(test_planted_bugs, "LOCATED", {})
-    return [(cls.__name__, where[1], spec) for cls, spec, where in table.values()]
+    return [(f"{cls.__module__}:{cls.__qualname__}", where[1], spec) for cls, spec, where in table.values()]
 
 
 @pytest.mark.parametrize(
-    ("name", "stage", "spec"), [pytest.param(*bug, id=bug[0]) for bug in _project_planted_bugs()]
+    ("candidate", "stage", "spec"),
+    [pytest.param(*bug, id=bug[0].partition(":")[2]) for bug in _project_planted_bugs()],
 )
 def test_check_finds_the_project_planted_bugs(
-    name: str, stage: str, spec: NetworkSpec, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    candidate: str, stage: str, spec: NetworkSpec, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Those backends are written for networks like their own spec (three layers with biases,
     # MSE, float64), so the search is narrowed to those, as a user narrows it to theirs.
-    candidate = f"test_planted_bugs:{name}"
     narrow = ["--min-layers", str(spec.n_layers), "--losses", spec.loss, "--dtypes", spec.dtype]
     narrow += ["--bias", "on" if spec.bias else "off"]
     status, out = _check([candidate, "--seed", SEED, "--out", str(tmp_path), *narrow], capsys)

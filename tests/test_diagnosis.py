@@ -1,7 +1,7 @@
 """The diagnosis: an independent oracle says which side is wrong, and the hint says what kind of mistake.
 
-Every planted bug is a small backend (replicated from ``test_planted_bugs.py`` where one exists there,
-plus the optimizer variants and a few more). :func:`_lockstep` runs two backends as ``verify`` does and
+Every planted bug is a small backend (from ``planted.py``, shared with ``test_planted_bugs.py``,
+plus the optimizer variants and a few more here). :func:`_lockstep` runs two backends as ``verify`` does and
 diagnoses the first divergence with what the driver keeps: each side's starting parameters, its step
 result, and the step before's record.
 """
@@ -12,7 +12,6 @@ import dataclasses
 import inspect
 import json
 from collections.abc import Sequence
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -22,45 +21,39 @@ from nnparity import SGD, LayerParams, NetworkSpec, StepResult, init_params, ora
 from nnparity.activations import ACTIVATIONS, Activation, d_identity
 from nnparity.compare import Comparator, tolerance_for
 from nnparity.diagnosis import MAX_FD_ELEMENTS, Diagnosis, StepRecord, diagnose
-from nnparity.initialization import check_params
 from nnparity.losses import LOSSES, Loss, d_mse
 from nnparity.numpy_backend import NumpyBackend
-from nnparity.optim import SGDState, sgd_init, sgd_update
+from nnparity.optim import SGDState, sgd_update
 from nnparity.records import copy_params
 from nnparity.report import Divergence
 from nnparity.torch_backend import TorchBackend
+from planted import (
+    DAMPENED,
+    DEEP,
+    ROWS,
+    SQUARE,
+    AveragedBiasGradient,
+    AveragedBiasGradientLast,
+    DroppedActivationDerivative,
+    Float32RoundTrip,
+    Float32RoundTripFirst,
+    IgnoresDampening,
+    MissingFactorTwo,
+    NaNLoss,
+    Planted,
+    TransposedGradient,
+    WrongSignUpdate,
+    make_data,
+    make_params,
+)
 
-ROWS = 6
 STEPS = 4
 
-DEEP = NetworkSpec((3, 5, 4, 2), ("sigmoid", "tanh", "identity"), bias=True, loss="mse")
-SQUARE = NetworkSpec((3, 3, 3, 2), ("tanh", "tanh", "identity"), loss="mse")
 LEAKY = NetworkSpec((3, 5, 4, 3), ("tanh", "leaky_relu", "identity"), bias=True, loss="mse")
-DAMPENED = dataclasses.replace(DEEP, optimizer=SGD(0.05, momentum=0.9, dampening=0.5))
 DECAYED = dataclasses.replace(DEEP, optimizer=SGD(0.05, momentum=0.9, weight_decay=0.1))
 NESTEROV = dataclasses.replace(DEEP, optimizer=SGD(0.05, momentum=0.9, nesterov=True))
 # A hidden layer as wide as the batch has rows, so a bias gradient reduced per row keeps its shape.
 ROW_WIDE = NetworkSpec((3, ROWS, 2), ("tanh", "identity"), bias=True, loss="mse")
-
-
-def _data(spec: NetworkSpec, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(ROWS, spec.sizes[0]))
-    y = rng.normal(scale=0.5, size=(ROWS, spec.sizes[-1]))
-    return x, y
-
-
-def _params(spec: NetworkSpec) -> list[LayerParams]:
-    return init_params(spec, seed=11, scheme="torch")
-
-
-def _flat(layers: Sequence[LayerParams]) -> list[np.ndarray]:
-    return [t for p in layers for t in (p.weight, p.bias) if t is not None]
-
-
-def _unflat(tensors: Sequence[np.ndarray], bias: bool) -> list[LayerParams]:
-    it = iter(tensors)
-    return [LayerParams(w, next(it) if bias else None) for w in it]
 
 
 class Found:
@@ -88,8 +81,8 @@ def _lockstep(
     tol: tuple[float, float] | None = None,
 ) -> Found:
     """What ``verify`` does, keeping what ``diagnose`` needs; diagnoses the first divergence."""
-    x, y = data or _data(spec)
-    start = params or _params(spec)
+    x, y = data or make_data(spec)
+    start = params or make_params(spec)
     comparator = Comparator(spec, tolerance_for(spec.dtype, *(tol or (None, None))))
     sides = {
         "candidate": candidate(spec, copy_params(start)),
@@ -114,15 +107,6 @@ def _lockstep(
 # --- planted bugs in the candidate ----------------------------------------------------------------------
 
 
-class DroppedActivationDerivative(NumpyBackend):
-    """Layer 0's activation is treated as the identity on the way back."""
-
-    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
-        super().__init__(spec, params)
-        act = self._acts[0]
-        self._acts[0] = Activation(act.name, act.forward, d_identity)
-
-
 class SigmoidDerivativeWithoutOneMinusA(NumpyBackend):
     """sigmoid's derivative written as a instead of a (1 - a): the README's example break."""
 
@@ -131,14 +115,6 @@ class SigmoidDerivativeWithoutOneMinusA(NumpyBackend):
         self._acts = [
             Activation(a.name, a.forward, lambda z, a: a) if a.name == "sigmoid" else a for a in self._acts
         ]
-
-
-class MissingFactorTwo(NumpyBackend):
-    """dE/df = (f - y) / N instead of 2 (f - y) / N."""
-
-    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
-        super().__init__(spec, params)
-        self._loss = Loss(self._loss.name, self._loss.value, lambda a, y, r: d_mse(a, y, r) / 2.0)
 
 
 class TanhDerivativeFromZ(NumpyBackend):
@@ -180,88 +156,6 @@ class ReluDerivativeOneAtZero(NumpyBackend):
         super().__init__(spec, params)
         act = self._acts[0]
         self._acts[0] = Activation(act.name, act.forward, lambda z, a: (z >= 0).astype(z.dtype))
-
-
-class Planted:
-    """Gradients from a correct NumpyBackend, which a subclass may corrupt, then its own update."""
-
-    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
-        self.spec = spec
-        self._inner = NumpyBackend(spec, params)
-        self._params = check_params(spec, params)
-        self._state = sgd_init(len(_flat(self._params)))
-        self.t = 0
-
-    def set_params(self, params: Sequence[LayerParams]) -> None:
-        self._params = check_params(self.spec, params)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        self._inner.set_params(self._params)
-        return self._inner.predict(x)
-
-    def gradients(self, grads: list[LayerParams]) -> list[LayerParams]:
-        return grads
-
-    def update(
-        self, tensors: list[np.ndarray], grads: list[np.ndarray], state: SGDState
-    ) -> tuple[list[np.ndarray], SGDState]:
-        return sgd_update(self.spec.optimizer, tensors, grads, state)
-
-    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
-        self._inner.set_params(self._params)
-        right = self._inner.step(x, y)
-        grads = self.gradients([LayerParams(g.weight.copy(), g.bias) for g in right.grads])
-        new, self._state = self.update(_flat(self._params), _flat(grads), self._state)
-        self._params = _unflat(new, self.spec.bias)
-        self.t += 1
-        return StepResult(right.loss, grads, copy_params(self._params), right.activations)
-
-
-class TransposedGradient(Planted):
-    def gradients(self, grads: list[LayerParams]) -> list[LayerParams]:
-        grads[1] = grads[1]._replace(weight=grads[1].weight.T.copy())
-        return grads
-
-
-class WrongSignUpdate(Planted):
-    def update(
-        self, tensors: list[np.ndarray], grads: list[np.ndarray], state: SGDState
-    ) -> tuple[list[np.ndarray], SGDState]:
-        return sgd_update(self.spec.optimizer, tensors, [-g for g in grads], state)
-
-
-class AveragedBiasGradient(Planted):
-    layer: ClassVar[int] = 0
-
-    def gradients(self, grads: list[LayerParams]) -> list[LayerParams]:
-        g = grads[self.layer]
-        assert g.bias is not None
-        grads[self.layer] = g._replace(bias=g.bias / ROWS)
-        return grads
-
-
-class AveragedBiasGradientLast(AveragedBiasGradient):
-    layer: ClassVar[int] = 2
-
-
-class Float32RoundTrip(Planted):
-    layer: ClassVar[int] = 1
-
-    def gradients(self, grads: list[LayerParams]) -> list[LayerParams]:
-        g = grads[self.layer]
-        grads[self.layer] = g._replace(weight=g.weight.astype(np.float32).astype(np.float64))
-        return grads
-
-
-class Float32RoundTripFirst(Float32RoundTrip):
-    layer: ClassVar[int] = 0
-
-
-class IgnoresDampening(Planted):
-    def update(
-        self, tensors: list[np.ndarray], grads: list[np.ndarray], state: SGDState
-    ) -> tuple[list[np.ndarray], SGDState]:
-        return sgd_update(dataclasses.replace(self.spec.optimizer, dampening=0.0), tensors, grads, state)
 
 
 class DampensFirstStep(Planted):
@@ -375,11 +269,6 @@ class ForwardWithoutBias(NumpyBackend):
             self._biases[0] = saved
 
 
-class NaNLoss(NumpyBackend):
-    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
-        return super().step(x, y)._replace(loss=float("nan"))
-
-
 # --- the verdict blames the candidate, and the hint names the mistake ---------------------------------
 
 FLOAT32 = dataclasses.replace(DEEP, dtype="float32")
@@ -480,7 +369,7 @@ CANDIDATE_BUGS: dict[str, tuple[type, NetworkSpec, tuple[int, str, int | None, s
 @pytest.mark.parametrize("name", list(CANDIDATE_BUGS))
 def test_a_planted_bug_is_blamed_on_the_candidate_and_named(name: str, mode: str) -> None:
     cls, spec, where, words = CANDIDATE_BUGS[name]
-    found = _lockstep(spec, cls, mode=mode, params=_params(spec))
+    found = _lockstep(spec, cls, mode=mode, params=make_params(spec))
     assert found.where == where
     assert found.diagnosis.verdict == "candidate", found.hint
     for word in words:
@@ -519,8 +408,8 @@ def test_a_planted_bug_in_the_reference_is_blamed_on_the_reference(name: str) ->
     "spec", [DEEP, DAMPENED, NESTEROV, FLOAT32], ids=["deep", "dampened", "nesterov", "f32"]
 )
 def test_a_correct_pair_has_nothing_to_diagnose(spec: NetworkSpec) -> None:
-    x, y = _data(spec)
-    report = verify(spec, x, y, steps=STEPS, params=_params(spec))
+    x, y = make_data(spec)
+    report = verify(spec, x, y, steps=STEPS, params=make_params(spec))
     assert report.ok, report.summary()
     assert report.first_divergence is None
 
@@ -539,7 +428,7 @@ def test_a_relu_kink_is_undetermined() -> None:
     spec = NetworkSpec((2, 3, 1), ("relu", "identity"), bias=True)
     x = np.array([[0.0, 0.0], [1.0, -0.5], [-0.3, 0.8], [0.7, 0.2], [0.0, 0.0], [-1.0, 1.0]])
     y = np.linspace(-0.5, 0.5, ROWS).reshape(-1, 1)
-    params = _params(spec)
+    params = make_params(spec)
     params[0] = params[0]._replace(bias=np.zeros(3))  # the zero rows sit exactly on every kink
     found = _lockstep(spec, ReluDerivativeOneAtZero, params=params, data=(x, y))
     assert found.where == (0, "gradient", 0, "bias")
@@ -595,7 +484,7 @@ def _divergence(stage: str, layer: int | None, tensor: str, message: str, step: 
 def test_a_malformed_tensor_is_blamed_on_the_side_the_spec_rejects(
     message: str, tensor: str, verdict: str, words: tuple[str, ...]
 ) -> None:
-    x, y = _data(DEEP)
+    x, y = make_data(DEEP)
     d = _divergence("gradient", 0, tensor, message)
     found = diagnose(DEEP, x, y, {}, {}, d)
     assert found.verdict == verdict
@@ -619,11 +508,11 @@ def test_a_real_wrong_shape_is_blamed_with_a_hint() -> None:
 @pytest.mark.parametrize("side", ["candidate", "reference"])
 def test_a_backend_that_raised_is_to_blame(side: str) -> None:
     d = _divergence("step", None, "step", f"the {side}'s step() raised ValueError: boom")
-    assert diagnose(DEEP, *_data(DEEP), {}, {}, d).verdict == side
+    assert diagnose(DEEP, *make_data(DEEP), {}, {}, d).verdict == side
 
 
 def test_diagnose_never_raises() -> None:
-    x, y = _data(DEEP)
+    x, y = make_data(DEEP)
     d = Divergence(
         0, "gradient", 1, "weight", (0, 0), 1.0, 2.0, 1.0, 0.5, mismatched=1, total=20, rtol=1e-9, atol=1e-12
     )
@@ -637,8 +526,8 @@ def test_diagnose_never_raises() -> None:
 
 def test_momentum_after_step_zero_needs_the_previous_step() -> None:
     """Momentum buffers are not in the Backend interface: without the step before, no update verdict."""
-    x, y = _data(DAMPENED)
-    start = _params(DAMPENED)
+    x, y = make_data(DAMPENED)
+    start = make_params(DAMPENED)
     sides = {"candidate": IgnoresDampening(DAMPENED, start), "reference": TorchBackend(DAMPENED, start)}
     first = {s: b.step(x, y) for s, b in sides.items()}
     second = {s: b.step(x, y) for s, b in sides.items()}
@@ -748,8 +637,8 @@ integrated = pytest.mark.skipif(not INTEGRATED, reason="verify() does not call d
 )
 def test_verify_diagnoses_the_first_divergence(name: str, mode: str) -> None:
     cls, spec, where, words = CANDIDATE_BUGS[name]
-    x, y = _data(spec)
-    report = verify(spec, x, y, steps=STEPS, params=_params(spec), candidate=cls, mode=mode)
+    x, y = make_data(spec)
+    report = verify(spec, x, y, steps=STEPS, params=make_params(spec), candidate=cls, mode=mode)
     d = report.first_divergence
     assert d is not None
     assert (d.step, d.stage, d.layer, d.tensor) == where
@@ -769,17 +658,17 @@ def test_verify_diagnoses_the_first_divergence(name: str, mode: str) -> None:
 
 @integrated
 def test_verify_blames_a_broken_reference() -> None:
-    x, y = _data(DEEP)
-    report = verify(DEEP, x, y, steps=STEPS, params=_params(DEEP), reference=TorchDoubledGradient)
+    x, y = make_data(DEEP)
+    report = verify(DEEP, x, y, steps=STEPS, params=make_params(DEEP), reference=TorchDoubledGradient)
     assert report.first_divergence is not None
     assert report.first_divergence.verdict == "reference"
 
 
 @integrated
 def test_verify_without_diagnosis_leaves_the_verdict_empty() -> None:
-    x, y = _data(DEEP)
+    x, y = make_data(DEEP)
     report = verify(
-        DEEP, x, y, steps=STEPS, params=_params(DEEP), candidate=MissingFactorTwo, diagnosis=False
+        DEEP, x, y, steps=STEPS, params=make_params(DEEP), candidate=MissingFactorTwo, diagnosis=False
     )
     assert report.first_divergence is not None
     assert report.first_divergence.verdict is None
@@ -788,8 +677,8 @@ def test_verify_without_diagnosis_leaves_the_verdict_empty() -> None:
 
 @integrated
 def test_verify_agreeing_backends_have_no_verdict() -> None:
-    x, y = _data(DAMPENED)
-    report = verify(DAMPENED, x, y, steps=STEPS, params=_params(DAMPENED), mode="free")
+    x, y = make_data(DAMPENED)
+    report = verify(DAMPENED, x, y, steps=STEPS, params=make_params(DAMPENED), mode="free")
     assert report.ok
     assert report.first_divergence is None
     assert json.loads(report.to_json())["first_divergence"] is None

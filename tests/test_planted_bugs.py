@@ -1,183 +1,41 @@
 """Planted backprop bugs: ``verify`` names the step, stage, layer and tensor where each goes wrong.
 
-Each bug is a small backend defined here and passed as ``candidate=TheClass``. Bugs in
-the math itself (a dropped activation derivative, a missing factor in the loss
-gradient) subclass :class:`NumpyBackend` and swap one of its rules. Bugs in what a
-step hands back or in the update use :class:`Planted`, a wrapper that takes the
-gradients from a correct ``NumpyBackend`` at its own current parameters, lets a
-subclass corrupt them, and then applies the update *with the corrupted gradients*,
-so the planted bug behaves as it would in a real hand-written implementation.
+Each bug is a small backend passed as ``candidate=TheClass``: those the diagnosis tests use
+too come from ``planted.py`` (which says how they are built), the malformed results and a
+one-off slip are defined here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Sequence
-from typing import ClassVar
 
 import numpy as np
 import pytest
 
-from nnparity import SGD, LayerParams, NetworkSpec, Report, StepResult, init_params, verify
-from nnparity.activations import Activation, d_identity
-from nnparity.initialization import check_params
-from nnparity.losses import Loss, d_mse
+from nnparity import NetworkSpec, Report, StepResult, verify
 from nnparity.numpy_backend import NumpyBackend
-from nnparity.optim import SGDState, sgd_init, sgd_update
-from nnparity.records import copy_params
+from nnparity.optim import SGDState, sgd_update
+from planted import (
+    DAMPENED,
+    DEEP,
+    SQUARE,
+    AveragedBiasGradient,
+    AveragedBiasGradientLast,
+    DroppedActivationDerivative,
+    Float32RoundTrip,
+    Float32RoundTripFirst,
+    IgnoresDampening,
+    MissingFactorTwo,
+    NaNLoss,
+    Planted,
+    TransposedGradient,
+    WrongSignUpdate,
+    flat,
+    make_data,
+    make_params,
+)
 
-ROWS = 6
 STEPS = 12
-
-# Three weight layers with biases: gradients are compared as layer 2 weight, layer 2 bias,
-# layer 1 weight, ..., so a bug's position in that order is unambiguous.
-DEEP = NetworkSpec((3, 5, 4, 2), ("sigmoid", "tanh", "identity"), bias=True, loss="mse")
-# A square middle layer, so that a transposed weight gradient still has the right shape.
-SQUARE = NetworkSpec((3, 3, 3, 2), ("tanh", "tanh", "identity"), loss="mse")
-DAMPENED = dataclasses.replace(DEEP, optimizer=SGD(0.05, momentum=0.9, dampening=0.5))
-
-
-def _data(spec: NetworkSpec, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(ROWS, spec.sizes[0]))
-    y = rng.normal(scale=0.5, size=(ROWS, spec.sizes[-1]))
-    return x, y
-
-
-def _params(spec: NetworkSpec) -> list[LayerParams]:
-    return init_params(spec, seed=11, scheme="torch")
-
-
-def _flat(layers: Sequence[LayerParams]) -> list[np.ndarray]:
-    """Tensors in torch's parameter order: each layer's weight, then its bias."""
-    return [t for p in layers for t in (p.weight, p.bias) if t is not None]
-
-
-def _unflat(tensors: Sequence[np.ndarray], bias: bool) -> list[LayerParams]:
-    it = iter(tensors)
-    return [LayerParams(w, next(it) if bias else None) for w in it]
-
-
-# --- bugs in the backprop math ------------------------------------------------------------------------
-
-
-class DroppedActivationDerivative(NumpyBackend):
-    """Layer 0's activation is treated as the identity on the way back (forward is right)."""
-
-    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
-        super().__init__(spec, params)
-        act = self._acts[0]
-        self._acts[0] = Activation(act.name, act.forward, d_identity)
-
-
-def _d_mse_without_the_2(a: np.ndarray, y: np.ndarray, reduction: str) -> np.ndarray:
-    return d_mse(a, y, reduction) / 2.0
-
-
-class MissingFactorTwo(NumpyBackend):
-    """dE/df = (f - y) / N instead of 2 (f - y) / N: the tutorial's mistake."""
-
-    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
-        super().__init__(spec, params)
-        self._loss = Loss(self._loss.name, self._loss.value, _d_mse_without_the_2)
-
-
-# --- bugs in what a step returns, or in the update ---------------------------------------------------
-
-
-class Planted:
-    """A backend whose gradients and update a subclass may corrupt; correct as it stands."""
-
-    def __init__(self, spec: NetworkSpec, params: Sequence[LayerParams]) -> None:
-        self.spec = spec
-        self._inner = NumpyBackend(spec, params)
-        self._params = check_params(spec, params)
-        self._state = sgd_init(len(_flat(self._params)))
-        self.t = 0
-
-    def set_params(self, params: Sequence[LayerParams]) -> None:
-        self._params = check_params(self.spec, params)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        self._inner.set_params(self._params)
-        return self._inner.predict(x)
-
-    def gradients(self, grads: list[LayerParams]) -> list[LayerParams]:
-        """The gradients the update uses and the step reports."""
-        return grads
-
-    def update(
-        self, tensors: list[np.ndarray], grads: list[np.ndarray], state: SGDState
-    ) -> tuple[list[np.ndarray], SGDState]:
-        return sgd_update(self.spec.optimizer, tensors, grads, state)
-
-    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
-        self._inner.set_params(self._params)
-        right = self._inner.step(x, y)  # its own update is discarded
-        grads = self.gradients([LayerParams(g.weight.copy(), g.bias) for g in right.grads])
-        new, self._state = self.update(_flat(self._params), _flat(grads), self._state)
-        self._params = _unflat(new, self.spec.bias)
-        self.t += 1
-        return StepResult(right.loss, grads, copy_params(self._params), right.activations)
-
-
-class TransposedGradient(Planted):
-    """Layer 1's weight gradient comes out transposed (``dE_dz.T @ a_prev``)."""
-
-    def gradients(self, grads: list[LayerParams]) -> list[LayerParams]:
-        grads[1] = grads[1]._replace(weight=grads[1].weight.T.copy())
-        return grads
-
-
-class WrongSignUpdate(Planted):
-    """``p + lr * g``: gradient ascent."""
-
-    def update(
-        self, tensors: list[np.ndarray], grads: list[np.ndarray], state: SGDState
-    ) -> tuple[list[np.ndarray], SGDState]:
-        return sgd_update(self.spec.optimizer, tensors, [-g for g in grads], state)
-
-
-class AveragedBiasGradient(Planted):
-    """One layer's bias gradient is the mean over the rows instead of the sum."""
-
-    layer: ClassVar[int] = 0
-
-    def gradients(self, grads: list[LayerParams]) -> list[LayerParams]:
-        g = grads[self.layer]
-        assert g.bias is not None
-        grads[self.layer] = g._replace(bias=g.bias / ROWS)
-        return grads
-
-
-class AveragedBiasGradientLast(AveragedBiasGradient):
-    layer: ClassVar[int] = 2
-
-
-class Float32RoundTrip(Planted):
-    """One layer's weight gradient passes through float32 inside a float64 run."""
-
-    layer: ClassVar[int] = 1
-
-    def gradients(self, grads: list[LayerParams]) -> list[LayerParams]:
-        g = grads[self.layer]
-        grads[self.layer] = g._replace(weight=g.weight.astype(np.float32).astype(np.float64))
-        return grads
-
-
-class Float32RoundTripFirst(Float32RoundTrip):
-    layer: ClassVar[int] = 0
-
-
-class IgnoresDampening(Planted):
-    """Momentum without dampening: identical at step 0 (the buffer is the gradient), wrong after."""
-
-    def update(
-        self, tensors: list[np.ndarray], grads: list[np.ndarray], state: SGDState
-    ) -> tuple[list[np.ndarray], SGDState]:
-        opt = dataclasses.replace(self.spec.optimizer, dampening=0.0)
-        return sgd_update(opt, tensors, grads, state)
 
 
 class WrongSignAtStepZeroOnly(WrongSignUpdate):
@@ -224,13 +82,6 @@ class MissingUpdatedBias(NumpyBackend):
         return result._replace(params=params)
 
 
-class NaNLoss(NumpyBackend):
-    """Reports a NaN loss (everything else right)."""
-
-    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
-        return super().step(x, y)._replace(loss=float("nan"))
-
-
 class NaNActivation(NumpyBackend):
     """One element of layer 1's activation is NaN."""
 
@@ -274,8 +125,8 @@ class ParamsAsOneArray(NumpyBackend):
 
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
         result = super().step(x, y)
-        flat = np.concatenate([t.ravel() for t in _flat(result.params)])
-        return result._replace(params=flat)  # type: ignore[arg-type]
+        one = np.concatenate([t.ravel() for t in flat(result.params)])
+        return result._replace(params=one)  # type: ignore[arg-type]
 
 
 class ComplexGradient(NumpyBackend):
@@ -353,9 +204,9 @@ def _case(name: str) -> tuple[type, NetworkSpec, tuple[int, str, int | None, str
 
 def _run(name: str, mode: str, keep_going: bool = False) -> Report:
     cls, spec, _ = _case(name)
-    x, y = _data(spec)
+    x, y = make_data(spec)
     return verify(
-        spec, x, y, steps=STEPS, params=_params(spec), candidate=cls, mode=mode, keep_going=keep_going
+        spec, x, y, steps=STEPS, params=make_params(spec), candidate=cls, mode=mode, keep_going=keep_going
     )
 
 
@@ -369,9 +220,9 @@ def _where(report: Report) -> tuple[int, str, int | None, str]:
 @pytest.mark.parametrize("spec", [DEEP, SQUARE, DAMPENED], ids=["deep", "square", "dampened"])
 def test_controls_agree(spec: NetworkSpec, mode: str) -> None:
     """Without a bug the test's backends agree with torch, so every report below is the bug's."""
-    x, y = _data(spec)
+    x, y = make_data(spec)
     for candidate in (NumpyBackend, Planted):
-        report = verify(spec, x, y, steps=STEPS, params=_params(spec), candidate=candidate, mode=mode)
+        report = verify(spec, x, y, steps=STEPS, params=make_params(spec), candidate=candidate, mode=mode)
         assert report.ok, report.summary()
 
 
@@ -441,9 +292,9 @@ def test_float32_round_trip_is_a_tiny_error_that_float64_defaults_catch(name: st
 
 def test_dropped_derivative_leaves_the_later_layers_right() -> None:
     """The gradients of layers 2 and 1 are compared first and agree; only layer 0's is wrong."""
-    x, y = _data(DEEP)
-    cand = DroppedActivationDerivative(DEEP, _params(DEEP)).step(x, y)
-    ref = NumpyBackend(DEEP, _params(DEEP)).step(x, y)
+    x, y = make_data(DEEP)
+    cand = DroppedActivationDerivative(DEEP, make_params(DEEP)).step(x, y)
+    ref = NumpyBackend(DEEP, make_params(DEEP)).step(x, y)
     for layer in (1, 2):
         np.testing.assert_array_equal(cand.grads[layer].weight, ref.grads[layer].weight)
     assert not np.allclose(cand.grads[0].weight, ref.grads[0].weight)
@@ -461,7 +312,7 @@ def test_wrong_sign_update_moves_the_other_way() -> None:
     report = _run("wrong-sign-update", "free")
     d = report.first_divergence
     assert d is not None
-    start = _params(DEEP)[0].weight[d.index]
+    start = make_params(DEEP)[0].weight[d.index]
     # The reference moved from start by -lr*g, the candidate by +lr*g.
     assert d.candidate_value - start == pytest.approx(start - d.reference_value, rel=1e-9)
 
@@ -489,14 +340,14 @@ def test_free_keep_going_runs_every_step(name: str) -> None:
 
 def test_a_one_off_slip_resync_forgives_and_free_does_not() -> None:
     """Resync hands the candidate torch's weights after every step; a free run carries the error on."""
-    x, y = _data(DEEP)
+    x, y = make_data(DEEP)
     runs = {
         mode: verify(
             DEEP,
             x,
             y,
             steps=STEPS,
-            params=_params(DEEP),
+            params=make_params(DEEP),
             candidate=WrongSignAtStepZeroOnly,
             mode=mode,
             keep_going=True,
@@ -537,7 +388,7 @@ def test_ignoring_dampening_is_invisible_at_step_zero() -> None:
 def test_once_missed_malformed_results_diverge(
     candidate: type, where: tuple[int, str, int | None, str]
 ) -> None:
-    x, y = _data(DEEP)
-    report = verify(DEEP, x, y, steps=STEPS, params=_params(DEEP), candidate=candidate)
+    x, y = make_data(DEEP)
+    report = verify(DEEP, x, y, steps=STEPS, params=make_params(DEEP), candidate=candidate)
     assert not report.ok
     assert _where(report) == where
