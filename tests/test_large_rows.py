@@ -8,12 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from nnparity import SGD, NetworkSpec, StepResult, init_params, verify
+from nnparity import SGD, NetworkSpec, StepResult, init_params, lockstep, verify
 from nnparity.numpy_backend import NumpyBackend
 from nnparity.worker import can_fork
 from test_misbehaving import KeepsReturnedArrays
-
-verify_module = __import__("nnparity.verify", fromlist=["DIRECT_ROW_BYTES"])
 
 SPEC = NetworkSpec((30, 40, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01, momentum=0.9))
 # Plain SGD: a run keeps one step before the current one, not two.
@@ -57,7 +55,7 @@ def _run(
     spec: NetworkSpec = SPEC,
     **kwargs: object,
 ) -> object:
-    monkeypatch.setattr(verify_module, "DIRECT_ROW_BYTES", 0 if direct else 1 << 40)
+    monkeypatch.setattr(lockstep, "DIRECT_ROW_BYTES", 0 if direct else 1 << 40)
     params = init_params(spec, scheme="torch")
     return verify(spec, X, Y, steps=30, params=params, parallel=parallel, **kwargs)  # type: ignore[arg-type]
 
@@ -114,8 +112,8 @@ def test_in_place_comparison_against_a_worker_reports_what_rows_do(
     """The reference in a worker, writing shared rows, the candidate compared in place against
     them: the serial row-by-row report, the diagnosis (which reads the two steps before a
     divergence from the worker's ring) included."""
-    monkeypatch.setattr(verify_module, "PARALLEL_MIN_SECONDS", 0.0)
-    monkeypatch.setattr(verify_module, "WARM_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(lockstep, "PARALLEL_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(lockstep, "WARM_MIN_SECONDS", 0.0)
     in_worker = _run(True, monkeypatch, parallel=True, spec=spec, **kwargs)
     assert workers == [1]
     rows = _run(False, monkeypatch, spec=spec, **kwargs)
@@ -133,12 +131,12 @@ def test_a_long_run_of_a_network_too_large_to_share_stays_in_one_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """parallel=True (the default) with rows too large to share: compared in place, no worker."""
-    monkeypatch.setattr(verify_module, "DIRECT_ROW_BYTES", 0)
-    monkeypatch.setattr(verify_module, "PARALLEL_MAX_ROW_BYTES", 0)
-    monkeypatch.setattr(verify_module, "PARALLEL_MIN_SECONDS", 0.0)
-    monkeypatch.setattr(verify_module, "WARM_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(lockstep, "DIRECT_ROW_BYTES", 0)
+    monkeypatch.setattr(lockstep, "PARALLEL_MAX_ROW_BYTES", 0)
+    monkeypatch.setattr(lockstep, "PARALLEL_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(lockstep, "WARM_MIN_SECONDS", 0.0)
     started: list[object] = []
-    monkeypatch.setattr(verify_module, "Worker", lambda *args: started.append(args))
+    monkeypatch.setattr(lockstep, "Worker", lambda *args: started.append(args))
     report = verify(SPEC, X, Y, steps=40, params=init_params(SPEC, scheme="torch"))
     assert report.ok
     assert started == []
