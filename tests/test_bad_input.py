@@ -296,9 +296,20 @@ COMMAND_LINE_CASES = [
         "Cannot write nowhere/run.npz: the directory nowhere does not exist",
     ),
     bad("record-out-not-npz", ["record", "--out", "run.txt"], "--out run.txt must end in .npz"),
-    bad("record-steps-negative", ["record", "--steps", "-1", "--out", "run.npz"], "--steps must be from 1"),
     bad(
-        "record-every-zero", ["record", "--every", "0", "--out", "run.npz"], "--every must be a whole number"
+        "record-steps-negative",
+        ["record", "--steps", "-1", "--out", "run.npz"],
+        "argument --steps: expected a number from 1 to 1,000,000,000, got -1",
+    ),
+    bad(
+        "record-steps-word",
+        ["record", "--steps", "ten", "--out", "run.npz"],
+        "argument --steps: expected a whole number, got 'ten'",
+    ),
+    bad(
+        "record-every-zero",
+        ["record", "--every", "0", "--out", "run.npz"],
+        "argument --every: expected a number from 1",
     ),
     bad(
         "record-bad-config",

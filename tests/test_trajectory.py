@@ -298,17 +298,10 @@ def test_record_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert (out.stat().st_mode & 0o777) != 0o600  # not left private like a temporary file
 
 
-@pytest.mark.parametrize(
-    ("argv", "fragment"),
-    [
-        (["--every", "0"], "--every must be a whole number >= 1"),
-        (["--steps", "0"], "--steps must be from 1"),
-        (["--config", "missing.toml"], "Cannot read config file"),
-    ],
-)
-def test_record_command_bad_input(tmp_path: Path, argv: list[str], fragment: str) -> None:
-    with pytest.raises(NnparityError, match=fragment):
-        run_record(_record_args(*argv, "--out", str(tmp_path / "x.npz")))
+def test_record_command_bad_input(tmp_path: Path) -> None:
+    # (Bad --steps and --every are argparse's to refuse: tests/test_bad_input.py.)
+    with pytest.raises(NnparityError, match="Cannot read config file"):
+        run_record(_record_args("--config", "missing.toml", "--out", str(tmp_path / "x.npz")))
     with pytest.raises(NnparityError, match=r"must end in \.npz"):
         run_record(_record_args("--out", str(tmp_path / "x.bin")))
 

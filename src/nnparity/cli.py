@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
+from nnparity import arguments
 from nnparity.errors import NnparityError
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
@@ -31,28 +32,6 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message} (see {self.prog} --help).")
 
 
-def _positive_int(text: str) -> int:
-    from nnparity.config import MAX_STEPS
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= MAX_STEPS:
-        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_STEPS:,}, got {value}")
-    return value
-
-
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nnparity",
@@ -61,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     seed = sub.add_parser("seed", help="run the reference notebook's experiment on both backends")
-    seed.add_argument("--steps", type=_positive_int, default=None, help="SGD steps (default 10000)")
+    seed.add_argument("--steps", type=arguments.count, default=None, help="SGD steps (default 10000)")
 
     ver = sub.add_parser(
         "verify",
@@ -73,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--data", type=Path, help="a CSV file (overrides the config's [data] csv)")
     ver.add_argument("--index", help="the CSV's index column, dropped (e.g. observation)")
     ver.add_argument("--targets", help="comma-separated target columns (default: the last column)")
-    ver.add_argument("--steps", type=_positive_int, help="SGD steps (default: the config's, or 10000)")
+    ver.add_argument("--steps", type=arguments.count, help="SGD steps (default: the config's, or 10000)")
     ver.add_argument("--candidate", default="numpy", help="numpy, torch or MODULE:CLASS (default numpy)")
     ver.add_argument(
         "--reference",
@@ -84,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument(
         "--device", default="cpu", help="where the torch backend runs: cpu (default), cuda, cuda:1, ..."
     )
-    ver.add_argument("--rtol", type=_tolerance, help="relative tolerance (with --atol)")
-    ver.add_argument("--atol", type=_tolerance, help="absolute tolerance (with --rtol)")
+    ver.add_argument("--rtol", type=arguments.tolerance, help="relative tolerance (with --atol)")
+    ver.add_argument("--atol", type=arguments.tolerance, help="absolute tolerance (with --rtol)")
     ver.add_argument("--keep-going", action="store_true", help="run every step and count the divergent ones")
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
     ver.add_argument("--report", type=Path, metavar="FILE.csv", help="write the per-step trace as CSV")
@@ -101,23 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _names(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return names
-
-
-def _seed_value(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 2**32 - 1, got {value}")
-    return value
-
-
 def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     check = sub.add_parser(
         "check",
@@ -130,10 +92,10 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     check.add_argument("candidate", metavar="CANDIDATE", help="MODULE:CLASS (or numpy, torch)")
     check.add_argument("--reference", default="torch", help="numpy, torch or MODULE:CLASS (default torch)")
     check.add_argument(
-        "--examples", type=_positive_int, default=None, metavar="N", help="networks to try (default 100)"
+        "--examples", type=arguments.count, default=None, metavar="N", help="networks to try (default 100)"
     )
     check.add_argument(
-        "--seed", type=_seed_value, metavar="N", help="seed the search to repeat it (default: a new one)"
+        "--seed", type=arguments.seed, metavar="N", help="seed the search to repeat it (default: a new one)"
     )
     check.add_argument(
         "--out",
@@ -144,24 +106,28 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
     )
     narrow = check.add_argument_group("narrow the search to what the backend supports")
     narrow.add_argument(
-        "--activations", type=_names, metavar="NAMES", help="e.g. sigmoid,tanh (default: all)"
+        "--activations", type=arguments.names, metavar="NAMES", help="e.g. sigmoid,tanh (default: all)"
     )
-    narrow.add_argument("--losses", type=_names, metavar="NAMES", help="e.g. mse,bce (default: all)")
-    narrow.add_argument("--reductions", type=_names, metavar="NAMES", help="mean and/or sum (default: both)")
+    narrow.add_argument("--losses", type=arguments.names, metavar="NAMES", help="e.g. mse,bce (default: all)")
     narrow.add_argument(
-        "--dtypes", type=_names, metavar="NAMES", help="float64 and/or float32 (default: both)"
+        "--reductions", type=arguments.names, metavar="NAMES", help="mean and/or sum (default: both)"
     )
-    narrow.add_argument("--modes", type=_names, metavar="NAMES", help="free and/or resync (default: both)")
+    narrow.add_argument(
+        "--dtypes", type=arguments.names, metavar="NAMES", help="float64 and/or float32 (default: both)"
+    )
+    narrow.add_argument(
+        "--modes", type=arguments.names, metavar="NAMES", help="free and/or resync (default: both)"
+    )
     narrow.add_argument(
         "--bias", choices=("on", "off"), help="only networks with (on) or without (off) biases"
     )
     for option in ("momentum", "dampening", "nesterov", "weight-decay"):
         narrow.add_argument(f"--no-{option}", action="store_true", help=f"plain SGD without {option}")
-    narrow.add_argument("--min-layers", type=_positive_int, metavar="N", help="weight layers (default 1)")
-    narrow.add_argument("--max-layers", type=_positive_int, metavar="N", help="weight layers (default 3)")
-    narrow.add_argument("--max-width", type=_positive_int, metavar="N", help="layer width (default 4)")
-    narrow.add_argument("--max-rows", type=_positive_int, metavar="N", help="batch rows (default 8)")
-    narrow.add_argument("--max-steps", type=_positive_int, metavar="N", help="SGD steps (default 4)")
+    narrow.add_argument("--min-layers", type=arguments.count, metavar="N", help="weight layers (default 1)")
+    narrow.add_argument("--max-layers", type=arguments.count, metavar="N", help="weight layers (default 3)")
+    narrow.add_argument("--max-width", type=arguments.count, metavar="N", help="layer width (default 4)")
+    narrow.add_argument("--max-rows", type=arguments.count, metavar="N", help="batch rows (default 8)")
+    narrow.add_argument("--max-steps", type=arguments.count, metavar="N", help="SGD steps (default 4)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

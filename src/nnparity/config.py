@@ -177,7 +177,7 @@ def parse_config(doc: dict[str, Any], name: str = "config", base: Path | None = 
     if not 0 <= seed < 2**32:
         raise NnparityError(f"{where}[init] seed must be from 0 to 2**32 - 1; got {seed}.")
     steps = get("train", "steps", NOTEBOOK_STEPS)
-    check_steps(steps, where + "[train] steps")
+    _check_steps(steps, where + "[train] steps")
     mode = get("train", "mode", "free")
     rtol, atol = get("train", "rtol", None), get("train", "atol", None)
     if (rtol is None) != (atol is None):
@@ -205,7 +205,7 @@ def parse_config(doc: dict[str, Any], name: str = "config", base: Path | None = 
     )
 
 
-def check_steps(steps: int, what: str) -> None:
+def _check_steps(steps: int, what: str) -> None:
     if not 1 <= steps <= MAX_STEPS:
         raise NnparityError(f"{what} must be from 1 to {MAX_STEPS:,}; got {steps}.")
 

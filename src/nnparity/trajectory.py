@@ -50,6 +50,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nnparity import arguments
 from nnparity.errors import NnparityError
 from nnparity.files import atomic_write
 from nnparity.optim import SGD
@@ -498,9 +499,9 @@ def add_record_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, help="a CSV file (overrides the config's [data] csv)")
     parser.add_argument("--index", help="the CSV's index column, dropped")
     parser.add_argument("--targets", help="comma-separated target columns (default: the last column)")
-    parser.add_argument("--steps", type=int, help="SGD steps (default: the config's, or 10000)")
+    parser.add_argument("--steps", type=arguments.count, help="SGD steps (default: the config's, or 10000)")
     parser.add_argument(
-        "--every", type=int, default=1, help="keep the tensors of every K-th step (default 1)"
+        "--every", type=arguments.count, default=1, help="keep the tensors of every K-th step (default 1)"
     )
     parser.add_argument("--backend", default="torch", help="torch (default), numpy or MODULE:CLASS")
     parser.add_argument("--no-activations", action="store_true", help="leave the activations out")
@@ -510,14 +511,12 @@ def add_record_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_record(args: argparse.Namespace) -> int:
     """``nnparity record``: 0 when written; bad input raises :class:`NnparityError` (exit 2)."""
-    from nnparity.config import RunConfig, check_steps, load_config
+    from nnparity.config import RunConfig, load_config
     from nnparity.dataset import load_csv, or_table
 
+    # --steps and --every are whole numbers from 1 (arguments.count), as a config's steps are.
     config = load_config(args.config) if args.config else RunConfig()
     steps = args.steps if args.steps is not None else config.steps
-    check_steps(steps, "--steps")
-    if args.every < 1:
-        raise NnparityError(f"--every must be a whole number >= 1; got {args.every}.")
     if args.out.suffix != ".npz":
         raise NnparityError(f"--out {args.out} must end in .npz.")
     csv = args.data or config.csv
