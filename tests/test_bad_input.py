@@ -312,6 +312,12 @@ COMMAND_LINE_CASES = [
         "argument --every: expected a number from 1",
     ),
     bad(
+        "record-data-does-not-fit",
+        ["record", "--data", "data.csv", "--out", "run.npz"],
+        "data.csv has 3 input columns and 1 target column, but sizes [2, 3, 1] take 2 and 1",
+        {"data.csv": "a,b,c,y\n1,2,3,4\n"},
+    ),
+    bad(
         "record-bad-config",
         ["record", "--config", "run.toml", "--out", "run.npz"],
         "run.toml: unknown section [netwrk]",

@@ -13,10 +13,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from nnparity import arguments
 from nnparity.errors import NnparityError
+
+if TYPE_CHECKING:
+    from nnparity.config import RunConfig
+    from nnparity.dataset import Dataset
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
 
@@ -48,11 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a candidate and a reference backend in lockstep from the same weights and "
         "compare every step. With no --config, the notebook's experiment.",
     )
-    ver.add_argument("--config", type=Path, help="a TOML run configuration")
-    ver.add_argument("--data", type=Path, help="a CSV file (overrides the config's [data] csv)")
-    ver.add_argument("--index", help="the CSV's index column, dropped (e.g. observation)")
-    ver.add_argument("--targets", help="comma-separated target columns (default: the last column)")
-    ver.add_argument("--steps", type=arguments.count, help="SGD steps (default: the config's, or 10000)")
+    add_run_options(ver)
     ver.add_argument("--candidate", default="numpy", help="numpy, torch or MODULE:CLASS (default numpy)")
     ver.add_argument(
         "--reference",
@@ -174,11 +174,8 @@ def _seed(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from nnparity.config import RunConfig, load_config
-    from nnparity.dataset import check_range, load_csv, or_table
     from nnparity.initialization import init_params
     from nnparity.plot import check_writable, plot_report, require_matplotlib, write_trace_csv
-    from nnparity.resources import check_memory
     from nnparity.verify import verify
 
     if (args.rtol is None) != (args.atol is None):
@@ -189,30 +186,8 @@ def _verify(args: argparse.Namespace) -> int:
             check_writable(path)
     if args.plot is not None:
         require_matplotlib()
-    config = load_config(args.config) if args.config else RunConfig()
-    csv = args.data or config.csv
-    index = args.index if args.index is not None else (None if args.data else config.index)
-    targets = args.targets.split(",") if args.targets else (None if args.data else config.targets)
-    if csv is None:
-        data = or_table()
-        spec = config.spec
-        if spec.sizes[0] != data.x.shape[1] or spec.sizes[-1] != data.y.shape[1]:
-            raise NnparityError(
-                f"No data given: the default OR table has 2 inputs and 1 target, which does not fit "
-                f"sizes {list(spec.sizes)}; give a CSV with --data or [data] csv."
-            )
-    else:
-        data = load_csv(csv, index=index, targets=targets)
-    sizes = config.spec.sizes
-    if data.x.shape[1] != sizes[0] or data.y.shape[1] != sizes[-1]:
-        raise NnparityError(
-            f"{csv} has {_count(data.x.shape[1], 'input column')} and "
-            f"{_count(data.y.shape[1], 'target column')}, but sizes {list(sizes)} take {sizes[0]} and "
-            f"{sizes[-1]}; set the index column (--index) or the targets (--targets), or the sizes."
-        )
-    check_range(data, config.spec.dtype, str(csv))
-    check_memory(config.spec, data.x.shape[0])
-    config = replace(config, steps=args.steps or config.steps, mode=args.mode or config.mode)
+    config, data = load_run(args)
+    config = replace(config, mode=args.mode or config.mode)
     rtol = args.rtol if args.rtol is not None else config.rtol
     atol = args.atol if args.atol is not None else config.atol
     if args.reference.endswith(".npz"):  # a recording: its own starting weights, checked against the run
@@ -252,6 +227,48 @@ def _verify(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot_report(report, args.plot)
     return EXIT_OK if report.ok else EXIT_DIVERGED
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options that describe a run (``verify``, ``record``): a config, data, and steps."""
+    parser.add_argument("--config", type=Path, help="a TOML run configuration")
+    parser.add_argument("--data", type=Path, help="a CSV file (overrides the config's [data] csv)")
+    parser.add_argument("--index", help="the CSV's index column, dropped (e.g. observation)")
+    parser.add_argument("--targets", help="comma-separated target columns (default: the last column)")
+    parser.add_argument("--steps", type=arguments.count, help="SGD steps (default: the config's, or 10000)")
+
+
+def load_run(args: argparse.Namespace) -> tuple[RunConfig, Dataset]:
+    """The run :func:`add_run_options`' options describe: the config (the notebook's experiment without
+    one) with ``--steps`` over it, and its data, checked to fit the network, the dtype and the memory."""
+    from nnparity.config import RunConfig, load_config
+    from nnparity.dataset import check_range, load_csv, or_table
+    from nnparity.resources import check_memory
+
+    config = load_config(args.config) if args.config else RunConfig()
+    csv = args.data or config.csv
+    index = args.index if args.index is not None else (None if args.data else config.index)
+    targets = args.targets.split(",") if args.targets else (None if args.data else config.targets)
+    spec = config.spec
+    if csv is None:
+        data = or_table()
+        if spec.sizes[0] != data.x.shape[1] or spec.sizes[-1] != data.y.shape[1]:
+            raise NnparityError(
+                f"No data given: the default OR table has 2 inputs and 1 target, which does not fit "
+                f"sizes {list(spec.sizes)}; give a CSV with --data or [data] csv."
+            )
+    else:
+        data = load_csv(csv, index=index, targets=targets)
+        sizes = spec.sizes
+        if data.x.shape[1] != sizes[0] or data.y.shape[1] != sizes[-1]:
+            raise NnparityError(
+                f"{csv} has {_count(data.x.shape[1], 'input column')} and "
+                f"{_count(data.y.shape[1], 'target column')}, but sizes {list(sizes)} take {sizes[0]} "
+                f"and {sizes[-1]}; set the index column (--index) or the targets (--targets), or the sizes."
+            )
+        check_range(data, spec.dtype, str(csv))
+    check_memory(spec, data.x.shape[0])
+    return replace(config, steps=args.steps or config.steps), data
 
 
 def _count(n: int, what: str) -> str:

@@ -488,6 +488,8 @@ def start_for_replay(
 
 
 def add_record_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from nnparity.cli import add_run_options
+
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "record",
         help="record a run's trajectory, to replay later as the reference (--reference FILE.npz)",
@@ -495,11 +497,7 @@ def add_record_parser(subparsers: Any) -> argparse.ArgumentParser:
         "parameters and activations to an .npz file. `nnparity verify --reference FILE.npz` then "
         "replays it as the reference, without torch. With no --config, the notebook's experiment.",
     )
-    parser.add_argument("--config", type=Path, help="a TOML run configuration")
-    parser.add_argument("--data", type=Path, help="a CSV file (overrides the config's [data] csv)")
-    parser.add_argument("--index", help="the CSV's index column, dropped")
-    parser.add_argument("--targets", help="comma-separated target columns (default: the last column)")
-    parser.add_argument("--steps", type=arguments.count, help="SGD steps (default: the config's, or 10000)")
+    add_run_options(parser)
     parser.add_argument(
         "--every", type=arguments.count, default=1, help="keep the tensors of every K-th step (default 1)"
     )
@@ -511,27 +509,12 @@ def add_record_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_record(args: argparse.Namespace) -> int:
     """``nnparity record``: 0 when written; bad input raises :class:`NnparityError` (exit 2)."""
-    from nnparity.config import RunConfig, load_config
-    from nnparity.dataset import load_csv, or_table
+    from nnparity.cli import load_run
 
-    # --steps and --every are whole numbers from 1 (arguments.count), as a config's steps are.
-    config = load_config(args.config) if args.config else RunConfig()
-    steps = args.steps if args.steps is not None else config.steps
     if args.out.suffix != ".npz":
         raise NnparityError(f"--out {args.out} must end in .npz.")
-    csv = args.data or config.csv
-    if csv is None:
-        data = or_table()
-    else:
-        index = args.index if args.index is not None else (None if args.data else config.index)
-        targets = args.targets.split(",") if args.targets else (None if args.data else config.targets)
-        data = load_csv(csv, index=index, targets=targets)
-    spec = config.spec
-    if data.x.shape[1] != spec.sizes[0] or data.y.shape[1] != spec.sizes[-1]:
-        raise NnparityError(
-            f"The data's {data.x.shape[1]} input and {data.y.shape[1]} target columns do not fit sizes "
-            f"{list(spec.sizes)}; give a config and data that fit."
-        )
+    config, data = load_run(args)
+    spec, steps = config.spec, config.steps
     trajectory = record(
         spec,
         data.x,
