@@ -2,7 +2,8 @@
 
 Tolerances are data, one ``(rtol, atol)`` pair per dtype, and a value ``c`` agrees
 with a reference value ``r`` when ``|c - r| <= atol + rtol * |r|`` (as in
-``torch.testing.assert_close``); a non-finite value never agrees.  The quantities
+``torch.testing.assert_close``) and both are finite: a non-finite value never agrees
+(:func:`within`).  The quantities
 of a step are compared in computation order:
 
 1. ``forward``: each layer's activation, layer 0 to L-1;
@@ -147,7 +148,7 @@ class Comparator:
         )
         found = self._errors(pieces, 1)
         if not found.ok[0]:  # the first quantity out of tolerance, in computation order
-            bad = next(i for i, (c, r) in enumerate(zip(cands, refs)) if not _within(c, r, self.tol).all())
+            bad = next(i for i, (c, r) in enumerate(zip(cands, refs)) if not within(c, r, self.tol).all())
             divergence = _numeric(step, keys[bad], cands[bad], refs[bad], self.tol)
             return StepComparison(found.abs_err[0], found.rel_err[0], divergence)
         return StepComparison(found.abs_err[0], found.rel_err[0], broken)
@@ -178,33 +179,45 @@ class Comparator:
         return self._errors(pieces, 1)
 
     def _errors(self, pieces: Iterable[tuple[int, np.ndarray, np.ndarray]], m: int) -> RowComparison:
-        """Per step (the pieces' first axis) and stage, the largest errors, and which steps agree."""
-        abs_err = np.full((m, len(STAGES)), -np.inf)
-        rel_err = abs_err.copy()
+        """Per step (the pieces' first axis) and stage, the largest errors, and which steps agree.
+
+        Each piece gives its largest ``|c - r|`` and ``|c - r| / |r|`` per step; they are put
+        together per stage at the end, where an exact match counts 0 (not 0 / 0), an infinite
+        difference inf (not inf / inf) and a NaN one NaN, wherever the pieces' boundaries fall.
+        """
         ok = np.ones(m, dtype=bool)
-        atol, rtol = self.tol.atol, self.tol.rtol
+        stages: list[int] = []
+        d_maxes: list[np.ndarray] = []
+        r_maxes: list[np.ndarray] = []
+        atol = self.tol.atol
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            for stage, c, r in pieces:
+            for stage, c_piece, r_piece in pieces:
+                c, r = c_piece.reshape(m, -1), r_piece.reshape(m, -1)
                 d, e = self._scratch(c)
-                axes = tuple(range(1, c.ndim))
                 if not r.flags.c_contiguous:  # a transposed view: read it once, in order
                     np.copyto(e, r)
                     r = e
                 np.subtract(c, r, out=d)
                 np.abs(d, out=d)
-                d_max = d.max(axis=axes)
-                np.abs(r, out=e)
+                d_max = d.max(axis=1)
                 if not (d_max <= atol).all():  # else every element is within atol: no need to look
-                    ok &= (d <= atol + rtol * e).all(axis=axes)
-                # |c - r| / |r|, where 0 / 0 (NaN, which fmax skips) counts as 0 and NaN as NaN.
+                    ok &= within(c, r, self.tol).all(axis=1)
+                np.abs(r, out=e)
                 np.divide(d, e, out=e)
-                r_max = np.fmax.reduce(e, axis=axes)
-                r_max[d_max == 0] = 0.0
-                r_max[np.isnan(d_max)] = np.nan
-                np.maximum(abs_err[:, stage], d_max, out=abs_err[:, stage])
-                np.maximum(rel_err[:, stage], r_max, out=rel_err[:, stage])
-        abs_err[abs_err == -np.inf] = np.nan  # a stage with nothing to compare
-        rel_err[rel_err == -np.inf] = np.nan
+                stages.append(stage)
+                d_maxes.append(d_max)
+                r_maxes.append(np.fmax.reduce(e, axis=1))  # fmax: 0 / 0 (NaN) is passed over
+        abs_err = np.full((m, len(STAGES)), np.nan)  # NaN: a stage with nothing to compare
+        rel_err = abs_err.copy()
+        if stages:
+            d_all, r_all, at = np.array(d_maxes), np.array(r_maxes), np.array(stages)
+            r_all[d_all == 0] = 0.0
+            r_all[d_all == np.inf] = np.inf
+            r_all[np.isnan(d_all)] = np.nan
+            for stage in np.unique(at):
+                mine = at == stage
+                abs_err[:, stage] = np.maximum.reduce(d_all[mine], axis=0)  # NaN wins
+                rel_err[:, stage] = np.maximum.reduce(r_all[mine], axis=0)
         return RowComparison(abs_err, rel_err, ok)
 
     def _scratch(self, like: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +229,7 @@ class Comparator:
 
     def row_divergence(self, layout: RowLayout, cand: np.ndarray, ref: np.ndarray, step: int) -> Divergence:
         """The first quantity out of tolerance in one pair of rows (which must have one)."""
-        ok = _within(cand, ref, self.tol)
+        ok = within(cand, ref, self.tol)
         i = int(np.searchsorted(layout.offsets, int(np.argmin(ok)), side="right") - 1)
         return _numeric(step, layout.keys[i], layout.quantity(cand, i), layout.quantity(ref, i), self.tol)
 
@@ -408,19 +421,25 @@ def _pieces(stage: int, c: np.ndarray, r: np.ndarray) -> list[tuple[int, np.ndar
     return [(stage, c[None, a : a + rows], r[None, a : a + rows]) for a in range(0, len(c), rows)]
 
 
-def _within(c: np.ndarray, r: np.ndarray, tol: Tolerance) -> np.ndarray:
-    """Where ``|c - r| <= atol + rtol |r|`` (a non-finite value never is)."""
+def within(c: np.ndarray, r: np.ndarray, tol: Tolerance) -> np.ndarray:
+    """Where ``c`` agrees with ``r``: both finite, and ``|c - r| <= atol + rtol |r|``.
+
+    As ``torch.testing`` has it, but for non-finite values: an infinite reference allows any
+    difference by that formula, and even inf against inf is a finding here (both overflowed).
+    """
     with np.errstate(invalid="ignore", over="ignore"):
-        return np.abs(c - r) <= tol.atol + tol.rtol * np.abs(r)
+        e = np.abs(r)
+        return (np.abs(c - r) <= tol.atol + tol.rtol * e) & (e < np.inf) & (np.abs(c) < np.inf)
 
 
 def _numeric(step: int, key: Key, c: np.ndarray, r: np.ndarray, tol: Tolerance) -> Divergence:
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         diff = np.abs(c - r)
         allowed = tol.atol + tol.rtol * np.abs(r)
-        bad = ~(diff <= allowed)
+        bad = ~within(c, r, tol)
         # The worst element: non-finite first, then the largest excess over what is allowed.
-        score = np.where(np.isnan(diff), np.inf, diff / np.maximum(allowed, np.finfo(diff.dtype).tiny))
+        finite = np.isfinite(c) & np.isfinite(r)
+        score = np.where(finite, diff / np.maximum(allowed, np.finfo(diff.dtype).tiny), np.inf)
     flat = int(np.argmax(np.where(bad, score, -1.0)))
     index = tuple(int(i) for i in np.unravel_index(flat, c.shape))
     cv, rv = float(c.ravel()[flat]), float(r.ravel()[flat])

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nnparity import oracle
+from nnparity.compare import Tolerance, within
 from nnparity.hints import TRUST, Evidence, explain, float64, layer_of, tensor_of, what
 from nnparity.oracle import Estimate, Rule
 from nnparity.records import LayerParams, StepResult
@@ -193,7 +194,7 @@ class _Case:
         values = {s: _pick(results[s], d) for s in SIDES}
         c, r = values["candidate"], values["reference"]
         with np.errstate(invalid="ignore", over="ignore"):
-            self.mismatched = ~(np.abs(c - r) <= self.atol + self.rtol * np.abs(r))
+            self.mismatched = ~within(c, r, Tolerance(self.rtol, self.atol))
             excess = np.nan_to_num(np.abs(c - r) / (self.atol + self.rtol * np.abs(r) + 1e-300), nan=np.inf)
         starts = {s: oracle.as_float64(start[s]) for s in SIDES}
         self.elements = self._elements(c.shape, excess)
