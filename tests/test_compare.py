@@ -90,6 +90,12 @@ def test_every_path_applies_the_rule(c: float, r: float, agrees: bool, stage: st
     with np.errstate(invalid="ignore", over="ignore"):
         d = abs(c - r)
     col = STAGES.index(stage)
+    found = Comparator(SPEC, TOL).compare(cand, ref, 0).divergence
+    if not agrees:
+        assert found is not None
+        np.testing.assert_equal((found.candidate_value, found.reference_value), (c, r))
+        np.testing.assert_equal(found.abs_err, d if d == d else NAN)
+        np.testing.assert_equal(found.rel_err, NAN if d != d else INF if d == INF else d / abs(r))
     for ok, abs_err, rel_err in _three_ways(cand, ref, TOL):
         assert bool(ok[0]) is agrees
         np.testing.assert_equal(abs_err[0, col], d if d == d else NAN)
@@ -193,3 +199,6 @@ def test_a_finite_candidate_against_an_infinite_reference_diverges() -> None:
     assert (d.step, d.stage, d.layer, d.index) == (2, "forward", 0, (1, 2))
     assert d.nonfinite == "reference"
     assert d.mismatched == 1
+    assert d.reference_value == INF
+    assert d.abs_err == INF
+    assert d.rel_err == INF

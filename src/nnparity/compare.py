@@ -444,8 +444,11 @@ def _numeric(step: int, key: Key, c: np.ndarray, r: np.ndarray, tol: Tolerance) 
     index = tuple(int(i) for i in np.unravel_index(flat, c.shape))
     cv, rv = float(c.ravel()[flat]), float(r.ravel()[flat])
     abs_err = abs(cv - rv)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel_err = 0.0 if abs_err == 0 else abs_err / abs(rv) if rv != 0 else float("inf")
+    # As the trace counts it: 0 for an exact match, inf for an infinite difference, NaN for NaN.
+    if math.isnan(abs_err) or abs_err == 0 or math.isinf(abs_err) or rv == 0:
+        rel_err = abs_err if math.isnan(abs_err) or abs_err == 0 else math.inf
+    else:
+        rel_err = abs_err / abs(rv)
     c_finite, r_finite = bool(np.isfinite(c).all()), bool(np.isfinite(r).all())
     nonfinite = (
         None
