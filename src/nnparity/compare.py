@@ -191,22 +191,22 @@ class Comparator:
         r_maxes: list[np.ndarray] = []
         atol = self.tol.atol
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            for stage, c_piece, r_piece in pieces:
-                c, r = c_piece.reshape(m, -1), r_piece.reshape(m, -1)
-                d, e = self._scratch(c)
+            for stage, c, r in pieces:
+                d, e = self._scratch(c)  # shaped like the piece; flat per step below (views)
                 if not r.flags.c_contiguous:  # a transposed view: read it once, in order
                     np.copyto(e, r)
                     r = e
                 np.subtract(c, r, out=d)
-                np.abs(d, out=d)
-                d_max = d.max(axis=1)
+                d_flat, e_flat = d.reshape(m, -1), e.reshape(m, -1)
+                np.abs(d_flat, out=d_flat)
+                d_max = d_flat.max(axis=1)
                 if not (d_max <= atol).all():  # else every element is within atol: no need to look
-                    ok &= within(c, r, self.tol).all(axis=1)
+                    ok &= within(c, r, self.tol).reshape(m, -1).all(axis=1)
                 np.abs(r, out=e)
-                np.divide(d, e, out=e)
+                np.divide(d_flat, e_flat, out=e_flat)
                 stages.append(stage)
                 d_maxes.append(d_max)
-                r_maxes.append(np.fmax.reduce(e, axis=1))  # fmax: 0 / 0 (NaN) is passed over
+                r_maxes.append(np.fmax.reduce(e_flat, axis=1))  # fmax: 0 / 0 (NaN) is passed over
         abs_err = np.full((m, len(STAGES)), np.nan)  # NaN: a stage with nothing to compare
         rel_err = abs_err.copy()
         if stages:
