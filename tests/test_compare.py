@@ -202,3 +202,4 @@ def test_a_finite_candidate_against_an_infinite_reference_diverges() -> None:
     assert d.reference_value == INF
     assert d.abs_err == INF
     assert d.rel_err == INF
+    assert d.verdict == "reference"  # the oracle recomputes the activation: finite, the candidate's
