@@ -95,6 +95,16 @@ CSV_CASES = [
         "t9",
     ),
     csv_case("csv-index-is-target", CSV, "has no target column 'y'", "--index", "y", "--targets", "y"),
+    csv_case(
+        "csv-target-twice",
+        "a,b,y\n0,0,0\n",
+        "data.csv: the targets name column 'y' twice",
+        "--targets",
+        "y,y",
+    ),
+    # float() reads these, but no CSV writer writes them as numbers
+    csv_case("csv-underscore-number", "a,b,y\n1_000,0,0\n", "column 'a', data row 1 holds '1_000'"),
+    csv_case("csv-arabic-digit", "a,b,y\n\u0661,0,0\n", "column 'a', data row 1 holds '\u0661'"),
     csv_case("csv-no-inputs", "y\n1\n", "data.csv has no input columns besides the targets y"),
     csv_case("csv-undecodable", b"a,b,y\n1,\xff\xfe,0\n", "data.csv: byte 8 is not UTF-8 text"),
     csv_case("csv-latin-1", b"a,b,y\n1,0,0\n" + "é\n".encode("latin-1"), "is not UTF-8 text"),
@@ -105,6 +115,17 @@ CSV_CASES = [
         ["verify", "--config", "run.toml"],
         "data.csv: column 'b', data row 1 holds 1e+39, which is beyond float32's range",
         {"run.toml": DATA + "[network]\ndtype = 'float32'\n", "data.csv": "a,b,y\n1,1e39,0\n"},
+    ),
+    bad(
+        "targets-without-csv",
+        ["verify", "--targets", "y"],
+        "--index/--targets name columns of a CSV file, but no CSV is given",
+    ),
+    bad(
+        "config-targets-without-csv",
+        ["verify", "--config", "run.toml"],
+        "[data] index/targets name columns of a CSV file, but no CSV is given",
+        {"run.toml": "[data]\ntargets = ['y']\n"},
     ),
     bad(
         "csv-none-but-sizes-need-one",

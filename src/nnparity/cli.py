@@ -190,11 +190,15 @@ def _verify(args: argparse.Namespace) -> int:
     config = replace(config, mode=args.mode or config.mode)
     rtol = args.rtol if args.rtol is not None else config.rtol
     atol = args.atol if args.atol is not None else config.atol
-    if args.reference.endswith(".npz"):  # a recording: its own starting weights, checked against the run
-        from nnparity.trajectory import start_for_replay
+    # A recording on either side is checked against the run first (network, init, data, steps),
+    # and gives its own starting weights (a torch-initialised one replays without torch).
+    params = None
+    for name in (args.candidate, args.reference):
+        if name.endswith(".npz"):
+            from nnparity.trajectory import start_for_replay
 
-        params = start_for_replay(args.reference, config, data.x, data.y)
-    else:
+            params = start_for_replay(name, config, data.x, data.y)
+    if params is None:
         params = init_params(config.spec, seed=config.seed, scheme=config.scheme)
     # Let MODULE:CLASS name a module in the current directory, as `python -m` would.
     if os.getcwd() not in sys.path:
@@ -232,7 +236,11 @@ def _verify(args: argparse.Namespace) -> int:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options that describe a run (``verify``, ``record``): a config, data, and steps."""
     parser.add_argument("--config", type=Path, help="a TOML run configuration")
-    parser.add_argument("--data", type=Path, help="a CSV file (overrides the config's [data] csv)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="a CSV file, instead of the config's [data] (whose index and targets then do not apply)",
+    )
     parser.add_argument("--index", help="the CSV's index column, dropped (e.g. observation)")
     parser.add_argument("--targets", help="comma-separated target columns (default: the last column)")
     parser.add_argument("--steps", type=arguments.count, help="SGD steps (default: the config's, or 10000)")
@@ -250,6 +258,11 @@ def load_run(args: argparse.Namespace) -> tuple[RunConfig, Dataset]:
     index = args.index if args.index is not None else (None if args.data else config.index)
     targets = args.targets.split(",") if args.targets else (None if args.data else config.targets)
     spec = config.spec
+    if csv is None and (index is not None or targets is not None):
+        given = "--index/--targets" if args.index is not None or args.targets else "[data] index/targets"
+        raise NnparityError(
+            f"{given} name columns of a CSV file, but no CSV is given; add --data FILE.csv or [data] csv."
+        )
     if csv is None:
         data = or_table()
         if spec.sizes[0] != data.x.shape[1] or spec.sizes[-1] != data.y.shape[1]:

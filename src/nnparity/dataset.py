@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -81,6 +82,9 @@ def read_table(
         frame = frame.set_index(index)
     available = list(frame.columns)
     targets = list(targets) if targets else available[-1:]
+    twice = next((col for i, col in enumerate(targets) if col in targets[:i]), None)
+    if twice is not None:
+        raise NnparityError(f"{name}: the targets name column {twice!r} twice; name each target once.")
     for col in targets:
         if col not in available:
             raise NnparityError(
@@ -151,14 +155,17 @@ def _numbers(column: pd.Series, text: Sequence[str] | None, what: str) -> pd.Ser
     return values
 
 
+# A number as a CSV file writes one: ASCII digits, a point, an exponent (not Python's 1_000, nor
+# digits of other scripts, which float() also reads).
+_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+
+
 def _float(cell: object) -> float:
     """``cell`` as a float if it is written as a number, else NaN (reported by the caller)."""
-    if not isinstance(cell, (str, int)) or isinstance(cell, bool):
+    if isinstance(cell, bool) or not isinstance(cell, (str, int)):
         return math.nan
-    try:
-        return float(str(cell))
-    except ValueError:
-        return math.nan
+    text = str(cell)
+    return float(text) if _NUMBER.fullmatch(text) else math.nan
 
 
 def check_range(data: Dataset, dtype: str, name: str) -> None:

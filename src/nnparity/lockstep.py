@@ -14,6 +14,7 @@ import numpy as np
 from nnparity.backend import Backend
 from nnparity.compare import STAGES, Comparator, RowLayout, _has_activations
 from nnparity.diagnosis import StepRecord, diagnose
+from nnparity.errors import NnparityError
 from nnparity.records import LayerParams, StepResult, copy_params
 from nnparity.report import Divergence
 from nnparity.spec import NetworkSpec
@@ -267,6 +268,8 @@ class Lockstep:
             t0 = clock()
             try:
                 result = backend.step(x, y)
+            except NnparityError:  # bad input the backend found (a replay given other data): usage
+                raise
             except Exception as exc:  # a backend's failure is a finding, not a crash
                 side.seconds += clock() - t0
                 side.error = (step, "step", exc)

@@ -41,6 +41,8 @@ import hashlib
 import json
 import os
 import platform
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -224,7 +226,8 @@ def record(
 
     The starting weights are ``params``, or ``init_params(spec, seed, scheme)`` for
     ``init=(scheme, seed)`` (default ``("numpy-rand", 1)``, the notebook's), which the header
-    then records. Every step's loss is kept; the gradients, updated parameters and (with
+    then records (give one or the other: the header could not vouch for weights given as
+    ``params``). Every step's loss is kept; the gradients, updated parameters and (with
     ``activations``, when the backend reports them) activations of steps ``0, every, ...``.
     """
     from nnparity.backend import backend_label, load_backend
@@ -237,6 +240,10 @@ def record(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise NnparityError(f"{name} must be a whole number >= 1; got {value!r}.")
     x, y = check_batch(spec, x, y)
+    if params is not None and init is not None:
+        raise NnparityError(
+            "Give record() the starting weights as params or as init=(scheme, seed), not both."
+        )
     if params is None:
         scheme, seed = init or ("numpy-rand", 1)
         params = init_params(spec, seed=seed, scheme=scheme)
@@ -359,29 +366,48 @@ def resolve(path: str | os.PathLike[str]) -> Path:
 
 
 def load(path: str | os.PathLike[str]) -> Trajectory:
-    """Read a trajectory written by :func:`save` (or the shipped one by its name)."""
-    where = resolve(path)
-    try:
-        with np.load(where, allow_pickle=False) as npz:
-            members = {name: npz[name] for name in npz.files}
+    """Read a trajectory written by :func:`save` (or the shipped one by its name); a file that is
+    not one, or is damaged, raises :class:`NnparityError` saying so."""
+    try:  # the file is ours to close (the with-block below): np.load leaks one it fails to read
+        file = open(resolve(path), "rb")  # noqa: SIM115
     except FileNotFoundError:
         raise NnparityError(f"Cannot read trajectory {str(path)!r}: no such file.") from None
     except OSError as exc:
         raise NnparityError(f"Cannot read trajectory {str(path)!r}: {exc.strerror or exc}.") from exc
-    except ValueError as exc:
-        raise NnparityError(f"{path} is not an nnparity trajectory (not a NumPy .npz file: {exc}).") from exc
+    with file:
+        try:
+            npz = np.load(file, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise NnparityError(
+                f"{path} is not an nnparity trajectory (not a NumPy .npz file: {exc})."
+            ) from exc
+        if not isinstance(npz, np.lib.npyio.NpzFile):  # a single array (.npy)
+            raise NnparityError(
+                f"{path} is not an nnparity trajectory (a single .npy array, not an .npz file)."
+            )
+        try:
+            with npz:
+                members = {name: npz[name] for name in npz.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise NnparityError(f"{path} is damaged: {exc}; record it again.") from exc
     try:
-        header = json.loads(str(members["header"]))
-        if header.get("format") != FORMAT:
-            raise ValueError("its header names no nnparity trajectory")
-        if header.get("version") != VERSION:
-            raise ValueError(f"format version {header.get('version')}; this nnparity reads version {VERSION}")
+        header = _header(members)
         dtype = np.dtype(header["spec"]["dtype"])
+        for name, want in (("losses", np.dtype(np.float64)), ("start", dtype)):
+            if name not in members:
+                raise ValueError(f"it has no {name}")
+            if members[name].dtype != want:
+                raise ValueError(f"its {name} are {members[name].dtype}, not {want}")
+        for name in _TENSORS:
+            if name in members and (members[name].dtype != np.uint8 or members[name].ndim != 3):
+                raise ValueError(f"its {name} are not byte planes")
+        if header["activations"] != ("activations" in members):
+            raise ValueError("its header and its members disagree on the activations")
         arrays = {name: _decode(members[name], dtype) for name in _TENSORS if name in members}
         trajectory = Trajectory(
             header=header,
-            losses=np.asarray(members["losses"], dtype=np.float64),
-            start=np.asarray(members["start"], dtype=dtype),
+            losses=members["losses"],
+            start=members["start"],
             grads=arrays["grads"],
             params=arrays["params"],
             activations=arrays.get("activations"),
@@ -407,6 +433,36 @@ def load(path: str | os.PathLike[str]) -> Trajectory:
         if arr is not None:
             arr.flags.writeable = False  # a replay hands out views: nobody may change them
     return trajectory
+
+
+def _header(members: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The file's header, checked to hold what :func:`record` writes, of the types it writes;
+    raises ``ValueError`` (or ``KeyError``) saying what is wrong."""
+    header = json.loads(str(members["header"]))
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError("its header names no nnparity trajectory")
+    if header.get("version") != VERSION:
+        raise ValueError(f"format version {header.get('version')}; this nnparity reads version {VERSION}")
+    if not isinstance(header.get("spec"), dict):
+        raise ValueError("its header holds no network spec")
+    for name in ("steps", "every", "rows"):
+        value = header.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"its header's {name} is {value!r}, not a whole number >= 1")
+    digest = header.get("data_sha256")
+    if not isinstance(digest, str) or len(digest) != 64 or set(digest) - set("0123456789abcdef"):
+        raise ValueError("its header holds no sha256 of the data")
+    init = header.get("init")
+    if init is not None and not (
+        isinstance(init, dict)
+        and isinstance(init.get("scheme"), str)
+        and isinstance(init.get("seed"), int)
+        and not isinstance(init.get("seed"), bool)
+    ):
+        raise ValueError(f"its header's init is {init!r}, not a scheme and a seed")
+    if not isinstance(header.get("activations"), bool) or not isinstance(header.get("backend"), str):
+        raise ValueError("its header does not say which backend it recorded, and whether activations")
+    return header
 
 
 def notebook_trajectory() -> Trajectory:
