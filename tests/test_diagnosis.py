@@ -51,6 +51,9 @@ STEPS = 4
 
 LEAKY = NetworkSpec((3, 5, 4, 3), ("tanh", "leaky_relu", "identity"), bias=True, loss="mse")
 DECAYED = dataclasses.replace(DEEP, optimizer=SGD(0.05, momentum=0.9, weight_decay=0.1))
+# A step small beside the weights: a mistake in it is a small relative change of the weights.
+SMALL_DECAY = dataclasses.replace(DEEP, optimizer=SGD(0.01, momentum=0.9, weight_decay=5e-4))
+SMALL_LR = dataclasses.replace(DEEP, optimizer=SGD(1e-4))
 NESTEROV = dataclasses.replace(DEEP, optimizer=SGD(0.05, momentum=0.9, nesterov=True))
 # A hidden layer as wide as the batch has rows, so a bias gradient reduced per row keeps its shape.
 ROW_WIDE = NetworkSpec((3, ROWS, 2), ("tanh", "identity"), bias=True, loss="mse")
@@ -179,6 +182,21 @@ class DecayAfterMomentum(Planted):
         plain = dataclasses.replace(opt, weight_decay=0.0)
         new, state = sgd_update(plain, tensors, grads, state)
         return [q - opt.lr * opt.weight_decay * p for p, q in zip(tensors, new)], state
+
+
+class ZeroGradient(Planted):
+    """Layer 1's weight gradient is never filled in: zeros."""
+
+    def gradients(self, grads: list[LayerParams]) -> list[LayerParams]:
+        grads[1] = grads[1]._replace(weight=np.zeros_like(grads[1].weight))
+        return grads
+
+
+class IgnoresWeightDecay(Planted):
+    def update(
+        self, tensors: list[np.ndarray], grads: list[np.ndarray], state: SGDState
+    ) -> tuple[list[np.ndarray], SGDState]:
+        return sgd_update(dataclasses.replace(self.spec.optimizer, weight_decay=0.0), tensors, grads, state)
 
 
 class IgnoresNesterov(Planted):
@@ -341,6 +359,14 @@ CANDIDATE_BUGS: dict[str, tuple[type, NetworkSpec, tuple[int, str, int | None, s
         (1, "update", 0, "weight"),
         ("weight decay added after momentum",),
     ),
+    "ignores-small-weight-decay": (
+        IgnoresWeightDecay,
+        SMALL_DECAY,
+        (0, "update", 0, "weight"),
+        ("without weight decay",),
+    ),
+    "zero-gradient": (ZeroGradient, DEEP, (0, "gradient", 1, "weight"), ("is zero where", "never written")),
+    "wrong-sign-small-lr": (WrongSignUpdate, SMALL_LR, (0, "update", 0, "weight"), ("opposite way",)),
     "ignores-nesterov": (
         IgnoresNesterov,
         NESTEROV,
@@ -490,6 +516,15 @@ def test_a_malformed_tensor_is_blamed_on_the_side_the_spec_rejects(
     assert found.verdict == verdict
     for word in words:
         assert word in (found.hint or "")
+
+
+def test_a_transposed_activation_is_named_as_one() -> None:
+    x, y = make_data(DEEP)  # 6 rows; layer 0 has 5 units
+    d = _divergence("forward", 0, "activation", "shapes differ: candidate (5, 6), reference (6, 5)")
+    found = diagnose(DEEP, x, y, {}, {}, d)
+    assert found.verdict == "candidate"
+    assert "activations are (rows, fan_out)" in (found.hint or "")
+    assert "weights" not in (found.hint or "")
 
 
 def test_a_real_wrong_shape_is_blamed_with_a_hint() -> None:

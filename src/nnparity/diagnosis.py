@@ -136,7 +136,9 @@ def _structural(spec: NetworkSpec, x: Array, d: Divergence) -> Diagnosis:
     side, got = wrong[0], shapes[wrong[0]]
     subject = f"The {side}'s {what(d)} has shape {got}"
     gradient = d.stage == "gradient"
-    if len(expected) == 2 and got == expected[::-1]:
+    if len(expected) == 2 and got == expected[::-1] and d.stage == "forward":
+        hint = f"{subject}, the transpose of {expected}: activations are (rows, fan_out), z = a_prev @ W + b."
+    elif len(expected) == 2 and got == expected[::-1]:
         rule = "dE_dW = a_prev.T @ dE_dz" if gradient else "the notebook's layout"
         hint = f"{subject}, the transpose of {expected}: weights are (fan_in, fan_out), {rule}."
     elif gradient and d.tensor == "bias" and got == (rows,):

@@ -87,6 +87,12 @@ def explain(e: Evidence) -> str:
     return _Hints(e).sentence()
 
 
+def _relative_gap(got: Array, want: Array) -> float | None:
+    """The largest difference relative to the largest value wanted (``None`` when that is 0)."""
+    scale = float(np.max(np.abs(want), initial=0.0))
+    return float(np.max(np.abs(got - want))) / scale if scale else None
+
+
 def _ones(z: Array, a: Array) -> Array:
     return np.ones_like(z)
 
@@ -245,18 +251,19 @@ class _Hints:
         if self.spec.dtype != "float64":
             return None
         W, want = self.W[self.known], self.want[self.known]
-        scale = float(np.max(np.abs(want), initial=0.0))
-        if scale == 0:
-            return None
-        rel = float(np.max(np.abs(W - want))) / scale
-        if not 1e-12 < rel < 1e-5:
-            return None
-        if np.array_equal(W, W.astype(np.float32).astype(np.float64)):
+        rel = _relative_gap(W, want)
+        float32_values = np.array_equal(W, W.astype(np.float32).astype(np.float64))
+        if rel is not None and 1e-12 < rel < 1e-5 and float32_values:
             return (
                 f"{self.subject} holds only values representable in float32 (off by {rel:.1g} relative; "
                 f"float32's epsilon is {FLOAT32_EPS:.2g}): it passes through float32 somewhere "
                 "(np.float32, astype, a torch default dtype); keep it float64."
             )
+        if self.d.stage == "update":  # what the step moved, p' - p: a small step's mistake is a
+            p = tensor_of(self.e.start, self.d)[self.known]  # small part of the weights themselves
+            rel = _relative_gap(W - p, want - p)
+        if rel is None or not 1e-12 < rel < 1e-5:
+            return None
         return (
             f"{self.subject} is off by {rel:.1g} relative, about float32's rounding in a float64 run: "
             "part of its computation runs in float32."
@@ -317,6 +324,11 @@ class _Hints:
                 -1.0,
                 f"has the opposite sign to {noun}",
                 "look for (y - f) where (f - y) belongs, or a sign slip",
+            ),
+            (
+                0.0,
+                f"is zero where {noun} is not",
+                "nothing reaches it: an array never written, or a factor of 0 on the way back",
             ),
             (
                 0.5,
