@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnparity import NetworkSpec
+from nnparity import LayerParams, NetworkSpec, NnparityError, StepResult
 from nnparity.cli import main
 from nnparity.config import load_config
 from nnparity.dataset import load_csv
-from nnparity.search import CONFIG_NAME, CSV_NAME, Case, run_case, search, write_reproduction
+from nnparity.numpy_backend import NumpyBackend
+from nnparity.search import CONFIG_NAME, CSV_NAME, Case, describe, run_case, search, write_reproduction
 
 TESTS = Path(__file__).parent
 SEED = "0"  # a fixed search, so that the test is the same on every run
@@ -223,3 +224,102 @@ def test_verify_reruns_the_files_in_a_fresh_process(
     )
     assert verify.returncode == 1, verify.stderr
     assert _divergence_line(verify.stdout) == _divergence_line(out)
+
+
+# --- a search that does not end in a plain finding ------------------------------------------------------
+
+
+class InterruptedOnThirdNetwork(NumpyBackend):
+    """Ctrl-C, as a user presses it, during the third network's run."""
+
+    made = 0
+
+    def __init__(self, spec: NetworkSpec, params: list[LayerParams]) -> None:
+        super().__init__(spec, params)
+        type(self).made += 1
+        self.doomed = type(self).made == 3
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        if self.doomed:
+            raise KeyboardInterrupt
+        return super().step(x, y)
+
+
+def test_ctrl_c_ends_the_search_and_is_no_divergence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(InterruptedOnThirdNetwork, "made", 0)
+    result = search(InterruptedOnThirdNetwork, examples=20, seed=0)
+    assert result.interrupted
+    assert result.finding is None
+    assert result.examples == 2
+    monkeypatch.setattr(InterruptedOnThirdNetwork, "made", 0)
+    status, out = _check(
+        [f"{__name__}:InterruptedOnThirdNetwork", "--seed", SEED, "--out", str(tmp_path)], capsys
+    )
+    assert status == 1  # as for verify: a run cut short is not a pass
+    assert "interrupted; no divergence in the 2 networks verified" in out
+    assert not list(tmp_path.iterdir())  # nothing to reproduce
+
+
+class WrongOnlyOnce(NumpyBackend):
+    """Wrong (the update's sign) in the first network it is built for, right ever after."""
+
+    made = 0
+
+    def __init__(self, spec: NetworkSpec, params: list[LayerParams]) -> None:
+        super().__init__(spec, params)
+        type(self).made += 1
+        self.wrong = type(self).made == 1
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        result = super().step(x, y)
+        if not self.wrong:
+            return result
+        flipped = [p._replace(weight=-p.weight) for p in result.params]
+        return result._replace(params=flipped)
+
+
+def test_a_failure_that_does_not_repeat_is_called_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(WrongOnlyOnce, "made", 0)
+    result = search(WrongOnlyOnce, examples=5, seed=0)
+    assert result.finding is not None
+    assert not result.finding.reproduced
+    text = describe(result, write_reproduction(result, tmp_path))
+    assert "did not happen again when this case was run once more" in text
+    assert "not deterministic" in (tmp_path / CONFIG_NAME).read_text(encoding="utf-8")
+
+
+class ExitsInStep(NumpyBackend):
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        raise SystemExit(0)
+
+
+def test_a_backend_calling_sys_exit_is_a_finding_not_a_silent_pass() -> None:
+    result = search(ExitsInStep, examples=3, seed=0)
+    assert result.finding is not None
+    assert "raised SystemExit" in result.finding.summary()
+
+
+def test_a_recording_cannot_be_searched_against() -> None:
+    with pytest.raises(NnparityError, match="recording of one run; check verifies many networks"):
+        search("numpy", reference="notebook_trajectory.npz", examples=1, seed=0)
+
+
+def test_the_reproduction_says_how_to_rerun_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "my repro"
+    status, printed = _check(["buggy_backends:SignFlip", "--seed", SEED, "--out", str(out)], capsys)
+    assert status == 1
+    command = f"nnparity verify --config '{out / CONFIG_NAME}' --candidate buggy_backends:SignFlip"
+    assert command in printed
+    assert command in (out / CONFIG_NAME).read_text(encoding="utf-8")
+
+
+def test_an_out_directory_whose_files_cannot_be_written_is_refused_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / CONFIG_NAME).mkdir()
+    status = main(["check", "buggy_backends:SignFlip", "--seed", SEED, "--out", str(tmp_path)])
+    assert status == 2
+    assert f"Cannot write {tmp_path / CONFIG_NAME}: it is a directory" in capsys.readouterr().err
+    assert not (tmp_path / CSV_NAME).exists()  # refused before the search, not after it

@@ -188,4 +188,21 @@ def test_console_script_diverges_with_status_1(tmp_path: Path) -> None:
     assert "Step 0: the updated layer 0 weight differs." in proc.stdout
 
 
+def test_a_reader_that_goes_away_gets_no_traceback() -> None:
+    """`nnparity verify | head -1`: the pipe closes before nnparity writes; no BrokenPipeError shown."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nnparity", "verify", "--steps", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # before the run ends and prints
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) in (0, 1)
+    assert "Traceback" not in err
+    assert "BrokenPipe" not in err
+
+
 # Bad command lines, configs and CSV files: tests/test_bad_input.py.

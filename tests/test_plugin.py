@@ -180,3 +180,20 @@ def test_the_example_passes_the_suite_and_its_own_tests() -> None:
     assert "MyBackend does not support activation-elu: activation elu" in out
     assert "MyBackend does not support sgd-nesterov: SGD with dampening, Nesterov or weight decay" in out
     assert "17 passed, 12 skipped" in out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--nnparity-seed", "-1", "expected a number from 0 to 2**32 - 1, got -1"),
+        ("--nnparity-examples", "-3", "expected a number from 0 to 1,000,000,000, got -3"),
+        ("--nnparity-examples", "many", "expected a whole number, got 'many'"),
+    ],
+)
+def test_bad_search_options_are_usage_errors(
+    pytester: pytest.Pytester, option: str, value: str, message: str
+) -> None:
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest(*_plugin(), option, value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert any(message in line for line in result.errlines), result.errlines

@@ -164,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside a run (a run that is interrupted reports what it checked)
         print("nnparity: interrupted before anything was verified.", file=sys.stderr)
         return EXIT_DIVERGED
+    except BrokenPipeError:  # `nnparity ... | head`: the reader has gone, and wants no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush there
+        return EXIT_DIVERGED
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -301,6 +304,11 @@ def _check_out_dir(out: Path) -> None:
         raise NnparityError(
             f"Cannot write in {out}: the directory {existing} is not writable; choose another --out."
         )
+    from nnparity.search import CONFIG_NAME, CSV_NAME
+
+    for name in (CONFIG_NAME, CSV_NAME):
+        if (out / name).is_dir():
+            raise NnparityError(f"Cannot write {out / name}: it is a directory; choose another --out.")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -333,7 +341,7 @@ def _check(args: argparse.Namespace) -> int:
     )
     files = None if result.finding is None else write_reproduction(result, args.out)
     print(describe(result, files))
-    return EXIT_OK if result.finding is None else EXIT_DIVERGED
+    return EXIT_OK if result.finding is None and not result.interrupted else EXIT_DIVERGED
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ class _Side:
         self.odd: dict[int, object] = {}  # step -> a result that did not fit the layout
         self.kept: dict[int, object] = {}  # step -> a result compared in place (large networks)
         self.n = 0  # steps with a result this block
-        self.error: tuple[int, str, Exception] | None = None  # (step, method, exception)
+        self.error: tuple[int, str, BaseException] | None = None  # (step, method, exception)
         self.seconds = 0.0
         self.returned: list[object] = []  # the arrays the last step returned
         self.misbehaved: list[tuple[int, int, Divergence, bool]] = []  # findings this block
@@ -270,7 +270,7 @@ class Lockstep:
                 result = backend.step(x, y)
             except NnparityError:  # bad input the backend found (a replay given other data): usage
                 raise
-            except Exception as exc:  # a backend's failure is a finding, not a crash
+            except (Exception, SystemExit) as exc:  # a backend's failure is a finding, not a crash
                 side.seconds += clock() - t0
                 side.error = (step, "step", exc)
                 return
@@ -295,7 +295,7 @@ class Lockstep:
             if resync and step < t + self.ref.n:
                 try:
                     backend.set_params(copy_params(self._result(self.ref, step).params))
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
                     side.error = (step, "set_params", exc)
                     return
 
@@ -495,7 +495,7 @@ def _trace_rows(
     rows[:, 3::2] = rel_err
 
 
-def _raised(step: int, side: _Side, method: str, exc: Exception) -> Divergence:
+def _raised(step: int, side: _Side, method: str, exc: BaseException) -> Divergence:
     kind = getattr(exc, "kind", type(exc).__name__)  # a worker's RemoteError tells the original type
     message = f"the {side.role}'s {method}() raised {kind}: {exc}"
     if isinstance(exc, ValueError) and "read-only" in str(exc):

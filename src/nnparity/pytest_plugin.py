@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from nnparity import arguments
+
 DEFAULT_EXAMPLES = 25
 
 
@@ -52,14 +54,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--nnparity-examples",
         metavar="N",
-        type=int,
+        type=arguments.whole_number(0, 10**9),
         default=DEFAULT_EXAMPLES,
         help=f"networks the packaged suite's hypothesis search tries (default {DEFAULT_EXAMPLES})",
     )
     group.addoption(
         "--nnparity-seed",
         metavar="N",
-        type=int,
+        type=arguments.seed,
         default=0,
         help="seed of the packaged suite's hypothesis search (default 0)",
     )

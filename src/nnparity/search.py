@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ class Finding:
     case: Case
     report: Report | None
     error: str | None = None
+    reproduced: bool = True  # whether it failed again when run once more (with the diagnosis)
 
     def summary(self) -> str:
         if self.report is not None:
@@ -136,6 +138,7 @@ class SearchResult:
     runs: int
     seconds: float
     finding: Finding | None
+    interrupted: bool = False  # by Ctrl-C: the search stopped early
 
     @property
     def rate(self) -> float:
@@ -167,6 +170,12 @@ def search(
         seed = int.from_bytes(os.urandom(4), "little")
     elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise NnparityError(f"The seed must be a whole number from 0 to 2**32 - 1; got {seed!r}.")
+    for side, name in (("candidate", candidate), ("reference", reference)):
+        if isinstance(name, str) and name.endswith(".npz"):
+            raise NnparityError(
+                f"The {side} {name} is a recording of one run; check verifies many networks, so both "
+                "sides must be backends (numpy, torch or MODULE:CLASS)."
+            )
     load_backend(candidate)  # a backend that cannot even be loaded is a usage error
     load_backend(reference)
     strategy = cases() if strategy is None else strategy
@@ -180,6 +189,8 @@ def search(
         except Exception as exc:  # a crash on some network is a finding too
             findings.append(Finding(case, None, f"{type(exc).__name__}: {exc}"))
             raise _CaseFailedError from exc
+        if report.interrupted:  # Ctrl-C inside the run: not a failure of the case, the end of the search
+            raise KeyboardInterrupt
         if not report.ok:
             findings.append(Finding(case, report))
             raise _CaseFailedError
@@ -199,10 +210,13 @@ def search(
     )(given(strategy)(probe))
     test = hypothesis_seed(seed)(test)
     start = time.perf_counter()
+    interrupted = False
     try:
         test()
     except _CaseFailedError:
         pass
+    except KeyboardInterrupt:
+        interrupted = True
     except Exception as exc:
         if findings:
             pass
@@ -211,9 +225,17 @@ def search(
         else:  # not a failure of the case: a bug of ours
             raise
     seconds = time.perf_counter() - start
-    if findings and findings[-1].report is not None:  # the shrunk case, now with its diagnosis
+    if findings and findings[-1].report is not None and not interrupted:
+        # The shrunk case once more, now with its diagnosis: a backend that is not deterministic
+        # may pass it this time, and the report must not then call it a divergence unremarked.
         last = findings[-1]
-        findings[-1] = dataclasses.replace(last, report=run_case(last.case, candidate, reference))
+        again = run_case(last.case, candidate, reference)
+        if again.interrupted:
+            interrupted = True
+        elif again.ok:
+            findings[-1] = dataclasses.replace(last, reproduced=False)
+        else:
+            findings[-1] = dataclasses.replace(last, report=again)
     return SearchResult(
         candidate=backend_label(candidate),
         reference=backend_label(reference),
@@ -223,6 +245,7 @@ def search(
         seconds=seconds,
         # Hypothesis replays the smallest failing case last.
         finding=findings[-1] if findings else None,
+        interrupted=interrupted,
     )
 
 
@@ -282,8 +305,8 @@ def _columns(prefix: str, n: int) -> list[str]:
 
 
 def rerun_command(config: Path, candidate: str, reference: str) -> str:
-    command = f"nnparity verify --config {config} --candidate {candidate}"
-    return command if reference == "torch" else f"{command} --reference {reference}"
+    command = f"nnparity verify --config {shlex.quote(str(config))} --candidate {shlex.quote(candidate)}"
+    return command if reference == "torch" else f"{command} --reference {shlex.quote(reference)}"
 
 
 def write_reproduction(result: SearchResult, out: str | Path) -> tuple[Path, Path]:
@@ -299,9 +322,11 @@ def write_reproduction(result: SearchResult, out: str | Path) -> tuple[Path, Pat
     comment = (
         f"Minimal reproduction found by `nnparity check` (seed {result.seed}): "
         f"{result.candidate} diverges from {result.reference}.\n"
-        "Re-run it from this directory with: "
-        + rerun_command(Path(CONFIG_NAME), result.candidate, result.reference)
+        "Re-run it from the directory nnparity check ran in (where the candidate imports) with:\n"
+        + rerun_command(config, result.candidate, result.reference)
     )
+    if not result.finding.reproduced:
+        comment += "\nIt failed once and passed when run again: a backend is not deterministic."
     case = result.finding.case
     atomic_write_text(csv, case_csv(case))  # the data first: the config refers to it
     atomic_write_text(config, config_toml(case, comment=comment))
@@ -313,13 +338,22 @@ def describe(result: SearchResult, files: tuple[Path, Path] | None = None) -> st
     head = f"{result.candidate} vs {result.reference}, seed {result.seed}: "
     speed = f"{result.runs} networks verified in {result.seconds:.1f} s, {result.rate:.0f} per second."
     if result.finding is None:
+        if result.interrupted:
+            return head + f"interrupted; no divergence in the {result.examples} networks verified.\n{speed}"
         return head + f"no divergence in {result.examples} networks.\n{speed}"
-    lines = [
-        head + f"DIVERGENCE in network {result.examples}; hypothesis shrank it to this one.",
-        speed,
-        "",
-        result.finding.summary(),
-    ]
+    shrank = (
+        "hypothesis was shrinking it when interrupted; the smallest so far"
+        if result.interrupted
+        else "hypothesis shrank it to this one"
+    )
+    lines = [head + f"DIVERGENCE in network {result.examples}; {shrank}.", speed, ""]
+    if not result.finding.reproduced:
+        lines += [
+            "It did not happen again when this case was run once more: a backend gives different "
+            "results from the same start (random numbers, state kept between runs, threads).",
+            "",
+        ]
+    lines.append(result.finding.summary())
     if files is not None:
         config, csv = files
         lines += [

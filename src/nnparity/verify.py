@@ -159,7 +159,7 @@ def _construct(which: str | type, spec: NetworkSpec, params: list[LayerParams], 
         return cls(spec, copy_params(params))
     except NnparityError:
         raise
-    except Exception as exc:  # a user's backend failing to start is a usage problem
+    except (Exception, SystemExit) as exc:  # a user's backend failing to start is a usage problem
         raise NnparityError(
             f"The {role} backend {backend_label(which)!r} could not be constructed "
             f"({type(exc).__name__}: {exc})."
