@@ -138,3 +138,40 @@ def test_free_running_drift_stays_tiny(report: Report) -> None:
     assert report.trace["forward_rel_err"].max() < 1e-10
     assert report.trace["loss_rel_err"].max() < 1e-10
     assert report.trace["update_rel_err"].max() < 1e-10
+
+
+def _seed_output(steps: int) -> str:
+    import io
+
+    from nnparity.notebook import run_seed
+
+    out = io.StringIO()
+    run_seed(out, steps=steps)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("steps", "printed"), [(15, [0, 3, 6, 9, 12]), (25, [0, 5, 10, 15, 20]), (7, [0])])
+def test_error_lines_at_the_steps_the_notebook_prints_them(steps: int, printed: list[int]) -> None:
+    """The notebook prints where ``i % (NUM_ITERATIONS / 10) == 0``, a float division."""
+    lines = [line for line in _seed_output(steps).splitlines() if line.startswith("error at step")]
+    assert [int(line.split()[3].rstrip(":")) for line in lines] == printed * 2  # numpy, then torch
+
+
+def test_one_step_prints_the_gradients_as_the_notebook_does() -> None:
+    """With NUM_ITERATIONS == 1 the notebook prints dE_dv and dE_dw, each side in its own layout."""
+    text = _seed_output(1)
+    numpy_part, torch_part = text.split("## torch (reference)")
+    for part, rows in ((numpy_part, (2, 3)), (torch_part, (3, 2))):
+        lines = part.splitlines()
+        at = lines.index("dE_dv:")
+        assert lines[at - 1].startswith("error at step     0:")
+        assert len(lines[at + 1 : at + 1 + rows[0]]) == rows[0]
+        assert lines[at + 1 + rows[0]] == "dE_dw:"
+    # The printed numbers are the first step's gradients (torch's: its layout, the transpose).
+    from nnparity.dataset import or_table
+    from nnparity.notebook import notebook_spec
+
+    spec, data = notebook_spec(), or_table()
+    grads = NumpyBackend(spec, init_params(spec, seed=1)).step(data.x, data.y).grads
+    assert f"dE_dv:\n{grads[0].weight}\ndE_dw:\n{grads[1].weight}\n" in numpy_part
+    assert f"dE_dv:\n{grads[0].weight.T}\ndE_dw:\n{grads[1].weight.T}\n" in torch_part

@@ -48,13 +48,17 @@ def run_seed(out: TextIO, steps: int = NUM_ITERATIONS, progress: bool = False) -
     t0 = time.perf_counter()
     report = verify(spec, data.x, data.y, steps=steps, params=params, progress=progress)
     wall = time.perf_counter() - t0
-    every = max(1, steps // 10)
     for side in ("candidate", "reference"):
         name = report.candidate if side == "candidate" else report.reference
         final = report.final_params[side]
         print(f"\n## {name} ({side})", file=out)
-        for i in range(0, report.steps_run, every):
-            print("error at step {:5d}: {:10.6e}".format(i, report.trace[f"{side}_loss"].iloc[i]), file=out)
+        for i in range(report.steps_run):
+            if i % (steps / 10) == 0:  # the notebook's test, float division and all
+                print(
+                    "error at step {:5d}: {:10.6e}".format(i, report.trace[f"{side}_loss"].iloc[i]), file=out
+                )
+        if steps == 1 and report.steps_run == 1:  # the notebook prints the one step's gradients
+            _print_gradients(out, name, spec, params, data)
         print("Final weights:", file=out)
         # Each side in its own layout, as the notebook prints it: NumPy's (in, out), torch's (out, in).
         hidden, output = final[0].weight, final[1].weight
@@ -70,6 +74,19 @@ def run_seed(out: TextIO, steps: int = NUM_ITERATIONS, progress: bool = False) -
     print(f"\n{report.summary()}", file=out)
     print(f"(lockstep run with every step compared: {wall:.1f} seconds)", file=out)
     return report
+
+
+def _print_gradients(
+    out: TextIO, name: str, spec: NetworkSpec, params: list[LayerParams], data: Dataset
+) -> None:
+    """The first step's weight gradients, each side in its own layout, as the notebook prints them
+    when ``NUM_ITERATIONS == 1`` (the same step as the run's first: same weights, same batch)."""
+    grads = load_backend(name)(spec, params).step(data.x, data.y).grads
+    hidden, output = grads[0].weight, grads[1].weight
+    if name == "torch":
+        hidden, output = hidden.T, output.T
+    print(f"dE_dv:\n{hidden}", file=out)
+    print(f"dE_dw:\n{output}", file=out)
 
 
 def _predict(name: str, spec: NetworkSpec, params: list[LayerParams], x: np.ndarray) -> np.ndarray:
