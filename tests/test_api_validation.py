@@ -233,6 +233,26 @@ BAD_CALLS = [
         label="row-mismatch",
     ),
     e(verify, SPEC, _with(X, (2, 1), np.nan), Y, steps=1, fragment="x has non-finite values", label="x-nan"),
+    e(
+        verify,
+        NetworkSpec((3, 2), ("sigmoid",), loss="bce"),
+        X,
+        np.abs(Y),  # some above 1
+        steps=1,
+        fragment="holds a target outside [0, 1]",
+        label="bce-target-above-1",
+    ),
+    e(
+        verify,
+        SPEC,
+        X,
+        Y,
+        steps=1,
+        rtol=np.float32(1),
+        atol=np.int64(-1),
+        fragment="atol must be",
+        label="atol-np",
+    ),
     e(verify, SPEC, X, _with(Y, (5, 0), -np.inf), steps=1, fragment="y has non-finite values", label="y-inf"),
     # verify: the run
     e(verify, SPEC, X, Y, steps=-1, fragment="steps must be a whole number >= 0", label="negative-steps"),
@@ -453,6 +473,13 @@ GOOD_CALLS = [
     pytest.param(lambda: verify(SPEC, X.tolist(), Y.tolist(), steps=1), id="nested-lists"),
     pytest.param(lambda: verify(SPEC, X.astype(np.float32), Y, steps=1), id="float32-data"),
     pytest.param(lambda: verify(SPEC, X, Y, steps=1, rtol=0, atol=0), id="zero-tolerance"),
+    pytest.param(
+        lambda: verify(SPEC, X, Y, steps=1, rtol=np.float32(1e-6), atol=np.int64(0)), id="numpy-tolerances"
+    ),
+    pytest.param(
+        lambda: verify(NetworkSpec((3, 2), ("sigmoid",), loss="bce"), X, np.clip(Y, 0, 1), steps=1),
+        id="bce-targets-0-and-1",
+    ),
     pytest.param(lambda: verify(SPEC, X, Y, steps=1, params=tuple(GOOD_PARAMS)), id="params-tuple"),
     pytest.param(
         lambda: verify(SPEC, X, Y, steps=1, params=[p.weight for p in GOOD_PARAMS]),  # type: ignore[misc]

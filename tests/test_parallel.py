@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnparity import SGD, NetworkSpec, StepResult, init_params, verify
+from nnparity import SGD, NetworkSpec, NnparityError, StepResult, init_params, verify
 from nnparity.compare import RowLayout
 from nnparity.dataset import or_table
 from nnparity.notebook import notebook_spec
@@ -368,3 +368,53 @@ def test_the_worker_keeps_multiprocessing_s_own_pipes() -> None:
     assert multiprocessing.connection.wait([process.sentinel], timeout=0.2) == []
     shutdown()
     assert multiprocessing.connection.wait([process.sentinel], timeout=5.0) == [process.sentinel]
+
+
+class WrongThenCtrlC(NumpyBackend):
+    """A wrong loss at step ``wrong``, and Ctrl-C during step ``stop``."""
+
+    wrong, stop = 280, 300
+
+    def __init__(self, spec: NetworkSpec, params: list) -> None:  # type: ignore[type-arg]
+        super().__init__(spec, params)
+        self.k = -1
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        self.k += 1
+        if self.k == self.stop:
+            raise KeyboardInterrupt
+        result = super().step(x, y)
+        return result._replace(loss=result.loss + 1.0) if self.k == self.wrong else result
+
+
+@pytest.mark.parametrize(("wrong", "stop"), [(280, 300), (-1, 5), (-1, 2300)])
+def test_ctrl_c_beside_the_worker_keeps_the_steps_already_run(
+    wrong: int, stop: int, workers: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the candidate runs its part of a block: the reference's part is read from the
+    worker, and the report is the serial run's (the block used to be dropped, a divergence in it too)."""
+    monkeypatch.setattr(WrongThenCtrlC, "wrong", wrong)
+    monkeypatch.setattr(WrongThenCtrlC, "stop", stop)
+    parallel, serial = _both(steps=3000, candidate=WrongThenCtrlC, keep_going=True)
+    assert workers == [1]
+    assert parallel.interrupted  # type: ignore[attr-defined]
+    assert serial.interrupted  # type: ignore[attr-defined]
+    assert parallel.to_json() == serial.to_json()  # type: ignore[attr-defined]
+    assert parallel.steps_run == stop  # type: ignore[attr-defined]
+
+
+def test_a_worker_that_dies_is_an_error_not_a_finding_about_the_reference() -> None:
+    class KillsTheWorker(NumpyBackend):
+        k = -1
+
+        def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+            self.k += 1
+            if self.k == 600:  # as the out-of-memory killer might
+                os.kill(worker_module._server.process.pid, signal.SIGKILL)
+            return super().step(x, y)
+
+    data = or_table()
+    with pytest.raises(NnparityError, match=r"worker process ended \(killed by SIGKILL\) after \d+ steps"):
+        verify(notebook_spec(), data.x, data.y, steps=3000, candidate=KillsTheWorker)
+    data = or_table()  # and the next run starts a new worker
+    assert verify(notebook_spec(), data.x, data.y, steps=3000).ok

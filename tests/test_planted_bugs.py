@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from nnparity import NetworkSpec, Report, StepResult, verify
+from nnparity import LayerParams, NetworkSpec, Report, StepResult, verify
 from nnparity.numpy_backend import NumpyBackend
 from nnparity.optim import SGDState, sgd_update
 from planted import (
@@ -112,6 +112,20 @@ class TooFewGradients(NumpyBackend):
         return result._replace(grads=result.grads[:2])
 
 
+class ExtraLayer(NumpyBackend):
+    """Every list in the result has a fourth layer (NaN) the three-layer network does not have."""
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        result = super().step(x, y)
+        assert result.activations is not None
+        extra = LayerParams(np.full((2, 2), np.nan), np.full(2, np.nan))
+        return result._replace(
+            grads=[*result.grads, extra],
+            params=[*result.params, extra],
+            activations=[*result.activations, np.full((6, 2), np.nan)],
+        )
+
+
 class TextGradient(NumpyBackend):
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
         result = super().step(x, y)
@@ -171,6 +185,12 @@ MALFORMED: dict[str, tuple[type, NetworkSpec, tuple[int, str, int | None, str], 
         DEEP,
         (0, "gradient", 2, "weight"),
         "the candidate's weight is missing from the step result",
+    ),
+    "extra-layer": (
+        ExtraLayer,
+        DEEP,
+        (0, "forward", 3, "activation"),
+        "the candidate's activation is in a layer the network does not have (4 activations for 3 layers)",
     ),
     "text-gradient": (
         TextGradient,

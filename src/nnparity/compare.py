@@ -17,6 +17,7 @@ so the first quantity out of tolerance names where the math first goes wrong.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import NamedTuple, cast
 
@@ -54,7 +55,11 @@ def tolerance_for(dtype: str, rtol: float | None = None, atol: float | None = No
     if rtol is None or atol is None:
         return DEFAULT_TOLERANCES[dtype]
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        if (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, numbers.Real)
+            or not 0 <= value < math.inf
+        ):
             raise NnparityError(f"{name} must be a finite number >= 0; got {value!r}.")
     return Tolerance(float(rtol), float(atol))
 
@@ -270,6 +275,21 @@ class Comparator:
                 return cands, refs, _structural(step, key, c, r)
             cands.append(c)
             refs.append(r)
+        # Layers beyond the network's are not compared above, and must not pass for that.
+        n, forward = self.spec.n_layers, keys[0].stage == "forward"
+        fields = [("gradient", "grads", "weight"), ("update", "params", "weight")]
+        if forward:
+            fields.insert(0, ("forward", "activations", "activation"))
+        for stage, field, tensor in fields:
+            for side, result in (("candidate", candidate), ("reference", reference)):
+                try:
+                    count = len(getattr(result, field))
+                except (AttributeError, TypeError):
+                    continue
+                if count > n:
+                    why = f"is in a layer the network does not have ({count} {field} for {n} layers)"
+                    c, r = (why, np.empty(0)) if side == "candidate" else (np.empty(0), why)
+                    return cands, refs, _structural(step, Key(stage, n, tensor), c, r)
         return cands, refs, None
 
 

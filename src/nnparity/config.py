@@ -148,7 +148,7 @@ def parse_config(doc: dict[str, Any], name: str = "config", base: Path | None = 
     if len(activations) != len(sizes) - 1:
         raise NnparityError(
             f"{where}[network] activations has {len(activations)} names, but sizes {sizes!r} has "
-            f"{len(sizes) - 1} weight layers; give one activation per weight layer."
+            f"{_layers(len(sizes) - 1)}; give one activation per weight layer."
         )
     try:
         optimizer = SGD(
@@ -212,3 +212,7 @@ def _check_steps(steps: int, what: str) -> None:
 
 def _sections() -> str:
     return ", ".join(f"[{s}]" for s in SCHEMA)
+
+
+def _layers(n: int) -> str:
+    return f"{n} weight layer" + ("" if n == 1 else "s")

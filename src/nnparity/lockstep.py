@@ -3,6 +3,8 @@ compared and recorded, and the first divergence diagnosed."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
 import time
 from contextlib import ExitStack
@@ -231,13 +233,16 @@ class Lockstep:
             side.odd = {s: r for s, r in side.odd.items() if s >= t - 2}  # kept for the diagnosis
             side.kept = {s: r for s, r in side.kept.items() if s >= t - self._history}
             side.n, side.error, side.misbehaved = 0, None, []
+        pending = False  # the worker's report of this block is still to be read
         try:
             if self._worker is not None and self.mode == "free":
                 # The candidate's steps first, while the worker may still be on its own (at its start
                 # it is slower): they overlap. Should the reference have raised within the block,
                 # the candidate's later steps are not compared, and the report is the same.
                 self._worker.at(t)
+                pending = True
                 self._run_side(self.cand, t, k)
+                pending = False
                 self._receive()
             else:
                 if self._worker is None:
@@ -249,6 +254,9 @@ class Lockstep:
                 # first.
                 self._run_side(self.cand, t, self.ref.n + (self.ref.error is not None))
         except KeyboardInterrupt:
+            if pending:  # Ctrl-C during the candidate's steps: the reference's are being written
+                with contextlib.suppress(KeyboardInterrupt):  # (a second Ctrl-C gives them up)
+                    self._receive()  # compared up to the candidate's last step, as when serial
             self._settle(t)
             raise
         return self._settle(t)
@@ -257,6 +265,12 @@ class Lockstep:
         """The worker's report of the reference's block."""
         assert self._worker is not None
         done = self._worker.receive()
+        if done.start < 0:  # it died (killed, out of memory): not a finding about the reference
+            assert done.error is not None
+            raise NnparityError(
+                f"{done.error[2]} after {self.last_step + 1} steps were verified; run again, or keep "
+                "to one process with verify(..., parallel=False) or NNPARITY_PARALLEL=0."
+            )
         self.ref.n, self.ref.error = done.n, done.error
         self.ref.seconds = self._worker_base + done.seconds
 
@@ -284,10 +298,13 @@ class Lockstep:
             else:
                 returned = self.layout.fill(result, side.rows[step % self._ring])
             if returned is None:
-                side.odd[step] = result
+                # Compared after the block: by then a backend may have changed, in place, arrays it
+                # returned, so keep them as they were returned.
+                side.odd[step] = result if self._direct else _snapshot(result)
                 if not self._direct:
                     side.rows[step % self._ring] = np.nan  # compared on its own
-            elif step > 0 and (step <= 2 or step == t + 1 or self._direct):
+                returned = self._arrays(result)
+            if returned is not None and step > 0 and (step <= 2 or step == t + 1 or self._direct):
                 # Once a block (every step when a block is one step): arrays returned earlier intact?
                 self._check_returned(side, step, returned)
             side.returned = returned or []
@@ -349,11 +366,13 @@ class Lockstep:
                 events.append((t + m - 1, 3, changed, True))
         events.sort(key=lambda e: (e[0], e[1]))
         last, over = t + m - 1, False
+        counted = -1  # a step with two findings (a value, an array changed in place) counts once
         for step, order, found, fatal in events:
             if self.first is None:
                 self.first = found if fatal else self._diagnosed(found)
-            if not fatal:
+            if not fatal and step != counted:
                 self.divergent += 1
+                counted = step
             if fatal or not self.keep_going:
                 # A step that raised is not kept; one compared before set_params() raised is.
                 last, over = (step - 1 if order < 0 else step), True
@@ -441,15 +460,17 @@ class Lockstep:
     def _check_returned(self, side: _Side, step: int, returned: list[object]) -> None:
         """Find a backend that changed, in place, an array it returned at the step before."""
         assert self.layout is not None
-        if len(side.returned) != len(returned) or step - 1 in side.odd:
+        if len(side.returned) != len(returned):
             return
         keys = [k for k in self.layout.keys if k.stage != "loss"]
+        kept = self._arrays(side.odd[step - 1]) if step - 1 in side.odd else None
         for i, (before, now) in enumerate(zip(side.returned, returned)):
             if not np.may_share_memory(before, now):
                 continue
-            if not self._direct:  # a row keeps what it returned: did it change?
+            if not self._direct:  # a row (or a copy) keeps what it returned: did it change?
                 q = i if i < self.layout.n_activations else i + 1  # the loss has no array
-                was = self.layout.quantity(side.rows[(step - 1) % self._ring], q)
+                row = side.rows[(step - 1) % self._ring]
+                was = self.layout.quantity(row, q) if kept is None else kept[i]
                 if np.array_equal(was, before, equal_nan=True):  # type: ignore[arg-type]
                     continue
             key = keys[i]
@@ -461,6 +482,14 @@ class Lockstep:
             )
             side.misbehaved.append((step, 1, _misbehaved(step, side.role, message), False))
             return
+
+    def _arrays(self, result: object) -> list[object] | None:
+        """``result``'s arrays in the layout's order, or ``None`` if it is too malformed to have them."""
+        assert self.layout is not None
+        try:
+            return self.layout.arrays(result)
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return None
 
     def _inputs_changed(self, t: int, last: int) -> Divergence | None:
         """A reference that changed the inputs it was given (the candidate's are read-only)."""
@@ -481,7 +510,7 @@ class Lockstep:
     def final_params(self) -> dict[str, list[LayerParams]]:
         """Each side's parameters after the last step recorded (copies)."""
         if self.last_step < 0:
-            return {"candidate": self.start, "reference": self.start}
+            return {"candidate": copy_params(self.start), "reference": copy_params(self.start)}
         return {s: copy_params(_params_or_empty(r)) for s, r in self._both(self.last_step).items()}
 
 
@@ -518,6 +547,14 @@ def _misbehaved(step: int, role: str, message: str) -> Divergence:
         verdict=role,
         message=message,
     )
+
+
+def _snapshot(result: object) -> object:
+    """A copy of a step result, arrays and all (the result itself if it cannot be copied)."""
+    try:
+        return copy.deepcopy(result)
+    except Exception:  # an object that will not be copied is compared as it is
+        return result
 
 
 def _params_or_empty(result: object) -> list[LayerParams]:

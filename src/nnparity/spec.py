@@ -50,10 +50,11 @@ class NetworkSpec:
                 raise NnparityError(f"Every layer width must be a whole number >= 1; got {sizes!r}.")
         object.__setattr__(self, "sizes", tuple(int(w) for w in sizes))
         if len(activations) != len(sizes) - 1:
-            raise NnparityError(
-                f"{len(sizes) - 1} weight layers need {len(sizes) - 1} activations; "
-                f"got {len(activations)}: {activations!r}."
+            n = len(sizes) - 1
+            need = (
+                f"{n} weight layers need {n} activations" if n != 1 else "1 weight layer needs 1 activation"
             )
+            raise NnparityError(f"{need}; got {len(activations)}: {activations!r}.")
         for act in activations:
             if not isinstance(act, str) or act not in ACTIVATIONS:
                 raise NnparityError(f"Unknown activation {act!r}; choose from {_choices(list(ACTIVATIONS))}.")

@@ -146,6 +146,12 @@ def check_batch(spec: NetworkSpec, x: object, y: object) -> tuple[np.ndarray, np
             raise NnparityError(f"{name} has non-finite values (inf or NaN); training data must be finite.")
         arrays.append(arr)
     x_arr, y_arr = arrays
+    if spec.loss == "bce" and not ((y_arr >= 0) & (y_arr <= 1)).all():
+        row = int(np.argmax(((y_arr < 0) | (y_arr > 1)).any(axis=1)))
+        raise NnparityError(
+            f"y row {row} holds a target outside [0, 1] ({y_arr[row].tolist()}); BCELoss takes "
+            "probabilities as targets (torch refuses others)."
+        )
     if x_arr.shape[0] != y_arr.shape[0]:
         raise NnparityError(
             f"x has {x_arr.shape[0]} rows but y has {y_arr.shape[0]}; give one target row per input row."

@@ -31,6 +31,7 @@ import mmap
 import multiprocessing
 import os
 import pickle
+import signal
 import stat
 import sys
 import threading
@@ -90,8 +91,12 @@ class _Server:
         sys.stdout.flush()
         sys.stderr.flush()
         # The pipes and sockets open now (this end of the new pipe among them, not the child's)
-        # are for the child to let go of; multiprocessing's own, made by start(), it keeps.
-        inherited = _pipes_and_sockets() - {child_conn.fileno()}
+        # are for the child to let go of; multiprocessing's own, made by start(), it keeps. (start()
+        # first reaps ended children, an earlier worker that was killed, closing their pipes, whose
+        # numbers its new ones may take: the child lets go of a number only if it is still the
+        # same pipe, or it would close its own sentinel and seem to multiprocessing to have ended.)
+        inherited = _pipes_and_sockets()
+        inherited.pop(child_conn.fileno(), None)
         self.process = ctx.Process(
             target=_serve_runs,
             args=(child_conn, self.buffer, inherited),
@@ -235,8 +240,12 @@ class Worker:
         try:
             message = self._server.conn.recv()
         except EOFError:  # the server died without a word (killed, out of memory)
+            self._server.process.join(timeout=1.0)  # its exit status, once reaped
             code = self._server.process.exitcode
-            why = RemoteError("WorkerDied", f"the reference's worker process ended (exit code {code})")
+            how = f"exit code {code}"
+            if code is not None and code < 0:
+                how = f"killed by {signal.Signals(-code).name}"
+            why = RemoteError("WorkerDied", f"The reference's worker process ended ({how})")
             return Block(-1, 0, 0.0, (-1, "step", why))
         start, n, seconds, error = message
         return Block(
@@ -273,24 +282,25 @@ def _stopped(server: _Server, words: np.ndarray) -> bool:
     return False
 
 
-def _pipes_and_sockets() -> set[int]:
-    """This process's descriptors above 2 that are pipes or sockets (Linux: /proc; else none)."""
+def _pipes_and_sockets() -> dict[int, tuple[int, int]]:
+    """This process's descriptors above 2 that are pipes or sockets, each with the identity
+    (device, inode) of what it is open on (Linux: /proc; else none)."""
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
-        return set()
-    found = set()
+        return {}
+    found = {}
     for fd in fds:
         try:
-            mode = os.fstat(fd).st_mode
+            info = os.fstat(fd)
         except OSError:  # the listing's own descriptor, closed since
             continue
-        if fd > 2 and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-            found.add(fd)
+        if fd > 2 and (stat.S_ISFIFO(info.st_mode) or stat.S_ISSOCK(info.st_mode)):
+            found[fd] = (info.st_dev, info.st_ino)
     return found
 
 
-def _release(fds: set[int]) -> None:
+def _release(fds: dict[int, tuple[int, int]]) -> None:
     """In the server: let go of the pipes and sockets the fork copied from the parent (the parent's
     end of the server's own pipe, a subprocess's pipes, a network connection), so that their other
     ends see them close when the parent closes them, or dies; else the server would outlive a parent
@@ -299,17 +309,17 @@ def _release(fds: set[int]) -> None:
     cannot tell them (not Linux), the parent's atexit ends the server."""
     null = os.open(os.devnull, os.O_RDWR)
     try:
-        for fd in fds:
+        for fd, identity in fds.items():
             with contextlib.suppress(OSError):
-                os.dup2(null, fd)
+                info = os.fstat(fd)
+                if (info.st_dev, info.st_ino) == identity:  # not a number reused since
+                    os.dup2(null, fd)
     finally:
         os.close(null)
 
 
-def _serve_runs(conn: Connection, buffer: mmap.mmap, inherited: set[int]) -> None:
+def _serve_runs(conn: Connection, buffer: mmap.mmap, inherited: dict[int, tuple[int, int]]) -> None:
     """The server: one run after another until the parent goes (its pipe closes)."""
-    import signal
-
     import torch
 
     _release(inherited)
