@@ -66,6 +66,36 @@ class CtrlC(NumpyBackend):
 """
 
 
+class WrongThenCtrlC(CtrlCAtStep300):
+    """Its loss is off from step 100 on, and Ctrl-C comes at step 300."""
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        result = super().step(x, y)
+        return result._replace(loss=result.loss + 1.0) if self.steps > 100 else result
+
+
+def test_an_interrupted_run_says_so_beside_its_divergences() -> None:
+    data, spec = or_table(), notebook_spec()
+    report = verify(spec, data.x, data.y, steps=1000, candidate=WrongThenCtrlC, keep_going=True)
+    assert report.interrupted
+    assert report.divergent_steps == STOP_AT - 100
+    head = report.summary().splitlines()[0]
+    assert head.endswith(
+        f"DIVERGE ({STOP_AT - 100} of {STOP_AT} steps diverge); interrupted after {STOP_AT} of 1000 steps."
+    )
+
+
+class CtrlCAtOnce(NumpyBackend):
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        raise KeyboardInterrupt
+
+
+def test_a_run_interrupted_at_its_first_step_says_so() -> None:
+    data, spec = or_table(), notebook_spec()
+    report = verify(spec, data.x, data.y, steps=10, candidate=CtrlCAtOnce)
+    assert report.summary().endswith("interrupted before its first step (of 10).")
+
+
 def test_the_cli_prints_the_report_so_far_and_writes_whole_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from nnparity import SGD, LayerParams, NetworkSpec, NnparityError, Report, init_params, verify
-from nnparity.cli import build_parser, main
+from nnparity.cli import main
 from nnparity.numpy_backend import NumpyBackend
 from nnparity.plot import plot_report, write_trace_csv
 from nnparity.verify import TRACE_COLUMNS
@@ -130,13 +130,33 @@ def test_the_divergence_is_marked(tmp_path: Path) -> None:
     _assert_png(plot_report(report, tmp_path / "diverged.png"))
 
 
-# --- the command line, once it has --report and --plot (the lead wires them; skipped until then) -------
+@pytest.mark.parametrize("steps", [8, 2000])  # every step drawn; thinned to the max of each run of steps
+def test_a_non_finite_divergence_is_ringed_at_the_top(steps: int) -> None:
+    """A NaN difference has a NaN relative error, which max(nan, floor) and thinning's fmax would
+    hide: the ring goes to the top of the axis, where infinities are drawn."""
+    from matplotlib.figure import Figure
 
-_, _unknown = build_parser().parse_known_args(["verify", "--report", "t.csv", "--plot", "p.png"])
-cli_flags = pytest.mark.skipif(bool(_unknown), reason="nnparity verify has no --report/--plot yet")
+    from nnparity.plot import _plot_errors
+    from nnparity.report import Divergence
+
+    rel = np.full(steps, 1e-14)
+    rel[5] = np.nan
+    nan = float("nan")
+    divergence = Divergence(5, "gradient", 0, "weight", (0, 0), nan, 1.0, nan, nan)
+    report = dataclasses.replace(
+        _synthetic(steps, gradient_rel_err=rel), ok=False, first_divergence=divergence
+    )
+    ax = Figure().subplots()
+    _plot_errors(ax, report, np.arange(steps, dtype=float), None)
+    (ring,) = [line for line in ax.get_lines() if line.get_label() == "first divergence"]
+    y = float(ring.get_ydata()[0])  # type: ignore[index]
+    assert math.isfinite(y)
+    assert y > 1e-9  # above the tolerance line, not at the error floor
 
 
-@cli_flags
+# --- the command line ----------------------------------------------------------------------------------
+
+
 def test_verify_writes_the_trace_and_the_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv, png = tmp_path / "trace.csv", tmp_path / "run.png"
     assert main(["verify", "--steps", "25", "--report", str(csv), "--plot", str(png)]) == 0
@@ -145,7 +165,6 @@ def test_verify_writes_the_trace_and_the_plot(tmp_path: Path, capsys: pytest.Cap
     _assert_png(png)
 
 
-@cli_flags
 @pytest.mark.parametrize("flag", ["--report", "--plot"])
 def test_an_unwritable_output_fails_before_the_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
@@ -154,3 +173,13 @@ def test_an_unwritable_output_fails_before_the_run(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "does not exist" in captured.err
+
+
+def test_a_format_matplotlib_cannot_write_fails_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["verify", "--steps", "10000", "--plot", str(tmp_path / "run.xyz")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"Cannot plot to {tmp_path / 'run.xyz'}: matplotlib writes " in captured.err
+    assert "png" in captured.err

@@ -188,7 +188,7 @@ def _verify(args: argparse.Namespace) -> int:
         if path is not None:
             check_writable(path)
     if args.plot is not None:
-        require_matplotlib()
+        require_matplotlib(args.plot)
     config, data = load_run(args)
     config = replace(config, mode=args.mode or config.mode)
     rtol = args.rtol if args.rtol is not None else config.rtol

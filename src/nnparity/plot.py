@@ -28,12 +28,18 @@ LOG_LOSS_SPAN = 20.0  # the loss axis is logarithmic when the (positive) losses 
 MAX_POINTS = 500  # beyond this many steps, each error curve shows the maximum over runs of steps
 
 
-def require_matplotlib() -> None:
-    """Raise :class:`NnparityError` unless matplotlib can be imported (check before a long run)."""
+def require_matplotlib(path: str | os.PathLike[str] | None = None) -> None:
+    """Raise :class:`NnparityError` unless matplotlib can be imported and, given the plot's
+    ``path``, write the format its suffix names (check before a long run)."""
     try:
-        import matplotlib  # noqa: F401
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError as exc:
         raise NnparityError("Plotting needs matplotlib: pip install 'nnparity[plot]'.") from exc
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path is not None and _format(path) not in formats:
+        raise NnparityError(
+            f"Cannot plot to {path}: matplotlib writes {', '.join(sorted(formats))}, chosen by the suffix."
+        )
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
@@ -63,7 +69,7 @@ def plot_report(report: Report, path: str | os.PathLike[str]) -> Path:
 
     The first divergence, if any, is marked on both panels and named in the title.
     """
-    require_matplotlib()
+    require_matplotlib(path)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -101,6 +107,8 @@ def _title(report: Report) -> str:
     d = report.first_divergence
     if d is not None:
         return f"{head}: DIVERGE at step {d.step} ({d.place})"
+    if report.interrupted and not report.steps_run:
+        return f"{head}: interrupted before its first step"
     if report.interrupted:
         return f"{head}: interrupted after {report.steps_run} steps, which agree"
     return f"{head}: agree at every step of {report.steps_run}"
@@ -164,7 +172,9 @@ def _plot_errors(ax: Any, report: Report, steps: np.ndarray, marker: str | None)
         x, rel = per_stage[d.stage]
         at = int(np.searchsorted(x, d.step, side="right")) - 1
         if 0 <= at < len(x):
-            y = top * 10 if np.isinf(rel[at]) else max(rel[at], floor)
+            own = report.trace[f"{d.stage}_rel_err"].to_numpy(dtype=float)[min(d.step, len(steps) - 1)]
+            # inf or NaN (a NaN difference; thinning's fmax would pass over it): at the top
+            y = top * 10 if not (math.isfinite(own) and math.isfinite(rel[at])) else max(rel[at], floor)
             ax.plot([x[at]], [y], "o", ms=13, mfc="none", mec="black", mew=1.5, label="first divergence")
     ax.set_yscale("log")
     ax.set_ylim(floor / 3, top * 40)

@@ -58,8 +58,11 @@ class Divergence:
 
     @property
     def place(self) -> str:
-        """E.g. ``gradient of layer 0 weight``, ``loss`` or ``activation of layer 1``."""
-        if self.stage in ("loss", "step"):
+        """E.g. ``gradient of layer 0 weight``, ``loss`` or ``activation of layer 1`` (``step()``
+        for a backend that raised or misbehaved)."""
+        if self.stage == "step":
+            return f"the {self.verdict}'s step()" if self.verdict in ("candidate", "reference") else "step()"
+        if self.stage == "loss":
             return self.stage
         if self.stage == "forward":
             return f"activation of layer {self.layer}"
@@ -153,13 +156,16 @@ class Report:
             f"(rtol {self.rtol:g}, atol {self.atol:g}): "
         )
         if self.interrupted and self.first_divergence is None:
+            if not self.steps_run:
+                return head + f"interrupted before its first step (of {self.steps})."
             return head + f"interrupted after {self.steps_run} of {self.steps} steps, which agree."
         if self.ok:
             return head + f"agree at every step of {self.steps_run}."
         counted = (
             f" ({self.divergent_steps} of {self.steps_run} steps diverge)" if self.divergent_steps > 1 else ""
         )
-        return head + f"DIVERGE{counted}.\n{self.first_divergence}"
+        ended = f"; interrupted after {self.steps_run} of {self.steps} steps" if self.interrupted else ""
+        return head + f"DIVERGE{counted}{ended}.\n{self.first_divergence}"
 
     def to_dict(self) -> dict[str, Any]:
         last = self.trace.iloc[-1] if len(self.trace) else None
