@@ -136,6 +136,7 @@ CSV_CASES = [
 ]
 
 CONFIG_CASES = [
+    config_case("config-empty-csv", "[data]\ncsv = ''\n", "run.toml: [data] csv is empty; name a CSV file"),
     # the file itself
     bad("config-missing", ["verify", "--config", "missing.toml"], "Cannot read config file 'missing.toml'"),
     bad("config-directory", ["verify", "--config", "."], "Cannot read config file '.'"),

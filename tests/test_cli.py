@@ -205,4 +205,13 @@ def test_a_reader_that_goes_away_gets_no_traceback() -> None:
     assert "BrokenPipe" not in err
 
 
+def test_a_config_saved_with_a_byte_order_mark_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.toml"
+    config.write_bytes("\ufeff[train]\nsteps = 3\n".encode())  # as some Windows editors save UTF-8
+    assert main(["verify", "--config", str(config)]) == 0
+    assert "agree at every step of 3" in capsys.readouterr().out
+
+
 # Bad command lines, configs and CSV files: tests/test_bad_input.py.

@@ -92,7 +92,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read and validate a TOML run configuration."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark, as some editors write
     except UnicodeDecodeError as exc:
         raise NnparityError(f"{path}: byte {exc.start} is not UTF-8 text; save the config as UTF-8.") from exc
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
@@ -186,6 +186,8 @@ def parse_config(doc: dict[str, Any], name: str = "config", base: Path | None = 
         if tol is not None and not (math.isfinite(tol) and tol >= 0):
             raise NnparityError(f"{where}[train] {key} must be a finite number >= 0; got {tol!r}.")
     csv = get("data", "csv", None)
+    if csv is not None and not csv.strip():
+        raise NnparityError(f"{where}[data] csv is empty; name a CSV file, or leave the key out.")
     targets = get("data", "targets", None)
     if targets is not None and (not targets or not all(isinstance(t, str) for t in targets)):
         raise NnparityError(
