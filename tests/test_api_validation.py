@@ -23,6 +23,8 @@ from nnparity import (
     load_backend,
     verify,
 )
+from nnparity.numpy_backend import NumpyBackend
+from nnparity.search import cases
 
 SPEC = NetworkSpec((3, 4, 2), ("tanh", "identity"))
 BIASED = NetworkSpec((3, 4, 2), ("tanh", "identity"), bias=True)
@@ -430,8 +432,46 @@ def test_bad_argument_raises_nnparity_error(
     assert message.endswith("."), message
 
 
+class Outer:
+    """A backend nested in a class: backend_label names it module:Outer.Inner, and so may a user."""
+
+    class Inner(NumpyBackend):
+        pass
+
+
+def _requires_grad(a: np.ndarray) -> Any:
+    import torch
+
+    return torch.tensor(a, requires_grad=True)
+
+
 # Bad arguments that once escaped as other exceptions or a warning.
 ONCE_MISSED = [
+    pytest.param(
+        verify,
+        (SPEC, X, Y),
+        {"steps": 1, "params": [(p.weight, p.bias) for p in GOOD_PARAMS]},
+        "Layer 0 is a plain pair; give LayerParams(weight, bias)",
+        id="verify-params-pairs",
+    ),
+    pytest.param(
+        verify,
+        (SPEC, X, Y),
+        {"steps": 1, "params": [LayerParams(_requires_grad(GOOD_PARAMS[0].weight)), GOOD_PARAMS[1]]},
+        "Layer 0's weight must be an array of real numbers; it is a tensor that requires grad",
+        id="verify-params-requires-grad",
+    ),
+    pytest.param(
+        verify, (SPEC, _requires_grad(X), Y), {"steps": 1}, "x must be an array", id="verify-x-requires-grad"
+    ),
+    pytest.param(
+        verify,
+        (SPEC, X, Y),
+        {"steps": 1, "params": [LayerParams([[1.0, 2.0], [3.0]]), GOOD_PARAMS[1]]},
+        "it is not one rectangular array",
+        id="verify-params-ragged",
+    ),
+    pytest.param(cases, (), {"modes": 123}, "modes must name some of free, resync", id="cases-modes-int"),
     pytest.param(
         verify,
         (SPEC, X, Y),
@@ -473,6 +513,7 @@ GOOD_CALLS = [
     pytest.param(lambda: verify(SPEC, X.tolist(), Y.tolist(), steps=1), id="nested-lists"),
     pytest.param(lambda: verify(SPEC, X.astype(np.float32), Y, steps=1), id="float32-data"),
     pytest.param(lambda: verify(SPEC, X, Y, steps=1, rtol=0, atol=0), id="zero-tolerance"),
+    pytest.param(lambda: load_backend(f"{__name__}:Outer.Inner"), id="nested-class"),
     pytest.param(
         lambda: verify(SPEC, X, Y, steps=1, rtol=np.float32(1e-6), atol=np.int64(0)), id="numpy-tolerances"
     ),

@@ -23,6 +23,28 @@ def test_written_file_has_new_file_permissions(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
+@pytest.mark.parametrize("umask", [0o077, 0o002])
+def test_the_umask_is_read_not_changed(tmp_path: Path, umask: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting the umask to read it would, for that moment, give other threads' new files mode
+    0o666: it is read from /proc instead, and os.umask is not called."""
+    before = os.umask(umask)
+    try:
+        calls: list[int] = []
+        real = os.umask
+
+        def spy(mask: int) -> int:
+            calls.append(mask)
+            return real(mask)
+
+        monkeypatch.setattr(os, "umask", spy)
+        path = atomic_write_text(tmp_path / "out.txt", "x")
+        monkeypatch.undo()
+        assert calls == []
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    finally:
+        os.umask(before)
+
+
 def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path) -> None:
     path = tmp_path / "out.txt"
     path.write_text("old", encoding="utf-8")

@@ -74,9 +74,11 @@ def load_backend(name_or_path: str | type) -> type[Backend]:
             f"Cannot import backend module {module_name!r} ({type(exc).__name__}: {exc}); "
             "check that it is installed or on the Python path."
         ) from exc
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise NnparityError(f"Module {module_name!r} has no class {class_name!r}.")
+    cls: object = module
+    for part in class_name.split("."):  # a class nested in another (its __qualname__, as labels have)
+        cls = getattr(cls, part, None)
+        if cls is None:
+            raise NnparityError(f"Module {module_name!r} has no class {class_name!r}.")
     return _check_class(cls, target)
 
 

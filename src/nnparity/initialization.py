@@ -78,6 +78,11 @@ def check_params(spec: NetworkSpec, params: object) -> list[LayerParams]:
         )
     checked = []
     for i, ((fan_in, fan_out), layer) in enumerate(zip(_layer_shapes(spec), params)):
+        if _looks_like_a_pair(layer):
+            raise NnparityError(
+                f"Layer {i} is a plain pair; give LayerParams(weight, bias), or the weight alone "
+                "without biases."
+            )
         weight, bias = (layer.weight, layer.bias) if isinstance(layer, LayerParams) else (layer, None)
         weight = _array(weight, spec, f"Layer {i}'s weight")
         if weight.shape != (fan_in, fan_out):
@@ -95,6 +100,17 @@ def check_params(spec: NetworkSpec, params: object) -> list[LayerParams]:
             raise NnparityError(f"Layer {i} has a bias, but the spec has bias=False.")
         checked.append(LayerParams(weight, bias))
     return checked
+
+
+def _looks_like_a_pair(layer: object) -> bool:
+    """``(weight, bias)`` as a plain tuple (not a weight written as a tuple of two rows)."""
+    if not isinstance(layer, tuple) or isinstance(layer, LayerParams) or len(layer) != 2:
+        return False
+    weight, bias = layer
+    try:
+        return np.ndim(weight) == 2 and (bias is None or np.ndim(bias) == 1)
+    except ValueError:  # ragged
+        return False
 
 
 def _array(value: object, spec: NetworkSpec, what: str) -> np.ndarray:

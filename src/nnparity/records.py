@@ -49,7 +49,12 @@ def as_real(value: object, dtype: np.dtype | str) -> np.ndarray:
     """
     if type(value) is np.ndarray and value.dtype == dtype:  # the common case, on the hot path
         return value
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except RuntimeError as exc:  # torch: "Can't call numpy() on Tensor that requires grad"
+        raise TypeError("is a tensor that requires grad; pass it .detach()-ed") from exc
+    except ValueError as exc:  # "setting an array element with a sequence": ragged, or mixed
+        raise TypeError("is not one rectangular array (rows of different lengths, or a pair?)") from exc
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"holds {arr.dtype} values, not real numbers")
     return arr.astype(dtype, copy=False)

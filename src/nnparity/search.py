@@ -67,7 +67,8 @@ def cases(
     """A strategy for :class:`Case` values: 1 to ``max_steps`` steps in one of ``modes``
     (default: both), batches of 1 to ``max_rows`` rows, and any network
     ``network_specs(**spec_options)`` draws."""
-    if modes is not None and (isinstance(modes, str) or not modes or any(m not in MODES for m in modes)):
+    valid = isinstance(modes, Collection) and not isinstance(modes, str) and modes
+    if modes is not None and not (valid and all(m in MODES for m in modes)):
         raise NnparityError(f"modes must name some of {', '.join(MODES)}; got {modes!r}.")
     chosen = tuple(m for m in MODES if modes is None or m in modes)
     for name, value, ceiling in (
