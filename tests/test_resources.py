@@ -44,10 +44,26 @@ def test_memory_needed_counts_parameters_activations_and_dtype() -> None:
     n = parameter_count(MEDIUM)
     assert n == 7_940_000
     units = 784 + 10_000 + 10
-    assert memory_needed(MEDIUM, 0) == 16 * n * 8
-    assert memory_needed(MEDIUM, 128) == (16 * n + 10 * units * 128) * 8
+    layers = 2 * 32 * 1024  # the Python objects of each layer, on both sides
+    assert memory_needed(MEDIUM, 0) == 16 * n * 8 + layers
+    assert memory_needed(MEDIUM, 128) == (16 * n + 10 * units * 128) * 8 + layers
+    assert memory_needed(MEDIUM, 128, steps=1000) == memory_needed(MEDIUM, 128) + 512 * 1000
     single = NetworkSpec(MEDIUM.sizes, MEDIUM.activations, dtype="float32")
-    assert memory_needed(single, 128) == memory_needed(MEDIUM, 128) // 2
+    assert memory_needed(single, 128) - layers == (memory_needed(MEDIUM, 128) - layers) // 2
+
+
+def test_long_runs_and_deep_networks_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trace grows with the steps (measured 240-290 bytes a step) and each layer costs Python
+    objects (~18 KB): 10**8 steps of the notebook's network, or a million layers, do not fit 8 GiB."""
+    monkeypatch.setenv("NNPARITY_MEMORY_LIMIT", "8G")
+    with pytest.raises(
+        NnparityError, match=r"for 100,000,000 steps needs about 47\.[0-9] GiB.*Use fewer steps\.$"
+    ):
+        check_memory(NOTEBOOK, 4, steps=10**8)
+    check_memory(NOTEBOOK, 4, steps=10**6)  # a million steps fit in 8 GiB
+    deep = NetworkSpec((2,) * 1_000_001, ("tanh",) * 1_000_000)
+    with pytest.raises(NnparityError, match="Use fewer layers"):
+        check_memory(deep, 4)
 
 
 def test_absurd_network_is_refused_with_its_size_and_need() -> None:
@@ -63,7 +79,7 @@ def test_absurd_network_is_refused_with_its_size_and_need() -> None:
 def test_absurd_network_is_refused_by_init_params_and_verify() -> None:
     with pytest.raises(NnparityError, match=r"^The network 2-1000000000000-1 has 3,000,000,000,000"):
         init_params(ABSURD)
-    with pytest.raises(NnparityError, match=r"verifying it with 4 rows needs about"):
+    with pytest.raises(NnparityError, match=r"verifying it with 4 rows for 1 step needs about"):
         verify(ABSURD, X, Y, steps=1)
 
 

@@ -283,8 +283,9 @@ def load_run(args: argparse.Namespace) -> tuple[RunConfig, Dataset]:
                 f"and {sizes[-1]}; set the index column (--index) or the targets (--targets), or the sizes."
             )
         check_range(data, spec.dtype, str(csv))
-    check_memory(spec, data.x.shape[0])
-    return replace(config, steps=args.steps or config.steps), data
+    steps = args.steps or config.steps
+    check_memory(spec, data.x.shape[0], steps)
+    return replace(config, steps=steps), data
 
 
 def _count(n: int, what: str) -> str:

@@ -14,8 +14,10 @@ The estimate, in elements of the spec's dtype, with ``P`` parameters and ``A`` u
     the verifier    4 P     the starting parameters, each side's copy of them, the final ones
                     2 A rows  the activations each side returns, compared
 
-that is ``16 P + 10 A rows`` elements: generous, so that what passes fits, but within a small
-factor of what a run really holds. Runs needing less than 64 MiB are never refused.
+that is ``16 P + 10 A rows`` elements, plus 32 KiB a layer (the Python objects of each side's
+layers: measured ~18 KB) and 512 bytes a step (the trace and what grows with it: measured 240-290).
+Generous, so that what passes fits, but within a small factor of what a run really holds. Runs
+needing less than 64 MiB are never refused.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from nnparity.spec import NetworkSpec
 ENV_LIMIT = "NNPARITY_MEMORY_LIMIT"
 PARAM_COPIES = 16
 ACTIVATION_COPIES = 10
+LAYER_BYTES = 32 * 1024
+STEP_BYTES = 512
 ALWAYS_FITS = 64 * 1024**2
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -43,11 +47,12 @@ def parameter_count(spec: NetworkSpec) -> int:
     )
 
 
-def memory_needed(spec: NetworkSpec, rows: int) -> int:
-    """About how many bytes verifying ``spec`` on a batch of ``rows`` rows allocates."""
+def memory_needed(spec: NetworkSpec, rows: int, steps: int = 0) -> int:
+    """About how many bytes verifying ``spec`` on a batch of ``rows`` rows for ``steps`` steps
+    allocates."""
     units = sum(int(width) for width in spec.sizes)
     elements = PARAM_COPIES * parameter_count(spec) + ACTIVATION_COPIES * units * int(rows)
-    return elements * spec.np_dtype.itemsize
+    return elements * spec.np_dtype.itemsize + LAYER_BYTES * spec.n_layers + STEP_BYTES * int(steps)
 
 
 def memory_available() -> int | None:
@@ -65,26 +70,32 @@ def memory_available() -> int | None:
         return None
 
 
-def check_memory(spec: NetworkSpec, rows: int) -> None:
-    """Raise :class:`NnparityError` if verifying ``spec`` on ``rows`` rows would not fit in memory
-    (``rows=0``: the parameters alone, before the data is known)."""
-    needed = memory_needed(spec, rows)
+def check_memory(spec: NetworkSpec, rows: int, steps: int = 0) -> None:
+    """Raise :class:`NnparityError` if verifying ``spec`` on ``rows`` rows for ``steps`` steps
+    would not fit in memory (``rows=0``: the parameters alone, before the data is known)."""
+    needed = memory_needed(spec, rows, steps)
     if needed < ALWAYS_FITS:
         return
     available = memory_available()
     if available is None or needed <= available:
         return
-    fixes = ["smaller widths"]
+    fixes = ["smaller widths" if spec.n_layers * LAYER_BYTES < needed // 2 else "fewer layers"]
     if ACTIVATION_COPIES * sum(spec.sizes) * rows * spec.np_dtype.itemsize > needed // 2:
         fixes.insert(0, "fewer data rows")  # the data's share is the larger
     if spec.dtype == "float64":
         fixes.append("float32")
+    if STEP_BYTES * steps > needed // 2:  # the trace: neither the widths nor the dtype matter
+        fixes = ["fewer steps"]
     advice = ", ".join(fixes[:-1]) + " or " + fixes[-1] if len(fixes) > 1 else fixes[0]
     raise NnparityError(
         f"The network {network_label(spec)} has {parameter_count(spec):,} parameters ({spec.dtype}); "
-        f"verifying it{_with_rows(rows)} needs about {format_bytes(needed)}, "
+        f"verifying it{_with_rows(rows)}{_for_steps(steps)} needs about {format_bytes(needed)}, "
         f"but only {format_bytes(available)} is available. Use {advice}."
     )
+
+
+def _for_steps(steps: int) -> str:
+    return "" if steps == 0 else f" for {steps:,} step{'' if steps == 1 else 's'}"
 
 
 def _with_rows(rows: int) -> str:

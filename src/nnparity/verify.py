@@ -60,9 +60,9 @@ def verify(
     if not isinstance(spec, NetworkSpec):
         raise NnparityError(f"spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
     x, y = check_batch(spec, x, y)
-    check_memory(spec, x.shape[0])
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise NnparityError(f"steps must be a whole number >= 0; got {steps!r}.")
+    check_memory(spec, x.shape[0], int(steps))
     if mode not in MODES:
         raise NnparityError(f"Unknown mode {mode!r}; choose from {', '.join(MODES)}.")
     tol = tolerance_for(spec.dtype, rtol, atol)
