@@ -70,6 +70,9 @@ def e(function: Any, **kwargs: Any) -> Any:
         e(batches, spec=SPEC, max_abs=float("inf")),
         e(batches, spec=SPEC, max_abs=1e39),
         e(batches, spec=SPEC, max_abs="1"),
+        e(batches, spec=SPEC, max_abs=1e-40),  # every value drawn would be subnormal
+        e(batches, spec=NetworkSpec((5000, 1), ("identity",))),  # 8 rows x 5000: more than one list holds
+        e(cases, modes=123),
         e(initial_params, spec=None),
         e(initial_params, spec=SPEC, schemes=["xavier"]),
         e(initial_params, spec=SPEC, schemes="torch"),
@@ -201,6 +204,7 @@ def test_batches_suit_the_spec(data: st.DataObject) -> None:
         assert ((y >= 0) & (y <= 1)).all()
     elif spec.loss == "cross_entropy":
         assert (y >= 0).all()
+        assert ((y == 0) | (y >= tiny)).all()  # scaling a row makes no subnormal share
         np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
     else:
         assert (np.abs(y) <= 1.0).all()
@@ -233,3 +237,10 @@ def test_initial_params_fit_the_spec(data: st.DataObject) -> None:
             assert ((values >= 0) & (values < 1)).all()
         else:
             assert (np.abs(values) <= 1 / np.sqrt(fan_in)).all()
+
+
+def test_a_tiny_share_of_a_probability_row_is_flushed_to_zero() -> None:
+    from nnparity.strategies import _probability_rows
+
+    rows = _probability_rows(np.array([[1e-38, 1.0], [0.0, 0.0], [1.0, 3.0]]))
+    np.testing.assert_array_equal(rows, [[0.0, 1.0], [1.0, 0.0], [0.25, 0.75]])

@@ -72,6 +72,8 @@ __all__ = ["batches", "init_choices", "initial_params", "network_specs", "output
 MAX_SEED = 2**32 - 1
 DEFAULT_MAX_ROWS = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
+MAX_DRAWN = 8192  # the longest list hypothesis draws (a batch's x or y is one list of numbers)
 DTYPE_ORDER = ("float64", "float32")  # float64 first, so that examples shrink towards it
 MOMENTUM_RANGE = (0.1, 0.9)
 DAMPENING_RANGE = (0.1, 0.9)
@@ -245,8 +247,17 @@ def batches(
         raise NnparityError(f"{where}: spec must be an nnparity.NetworkSpec; got {spec!r:.80}.")
     rows = _int_range(where, "rows", min_rows, max_rows, floor=1)
     bound = _number(where, "max_abs", max_abs)
-    if not 0 < bound <= FLOAT32_MAX:
-        raise NnparityError(f"{where}: max_abs must be > 0 and at most float32's largest; got {max_abs!r}.")
+    if not FLOAT32_TINY <= bound <= FLOAT32_MAX:
+        raise NnparityError(
+            f"{where}: max_abs must lie between float32's smallest normal number and its largest "
+            f"({FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}); got {max_abs!r}."
+        )
+    widest = max(spec.sizes[0], spec.sizes[-1])
+    if rows[1] * widest > MAX_DRAWN:
+        raise NnparityError(
+            f"{where}: {rows[1]} rows of {widest} numbers are more than hypothesis draws at once "
+            f"({MAX_DRAWN:,}); ask for fewer rows (at most {MAX_DRAWN // widest}) or a narrower network."
+        )
     return _batches(spec, rows, _float32_at_most(bound))
 
 
@@ -281,10 +292,13 @@ def _integers(lo: int, hi: int) -> st.SearchStrategy[int]:
 
 
 def _probability_rows(weights: np.ndarray) -> np.ndarray:
-    """Each row scaled to sum to 1; a row of zeros becomes all on the first class."""
+    """Each row scaled to sum to 1; a row of zeros becomes all on the first class. A share that
+    scaling makes smaller than float32's smallest normal number becomes 0 (not subnormal)."""
     weights = weights.copy()
     weights[weights.sum(axis=1) == 0, 0] = 1.0
-    return weights / weights.sum(axis=1, keepdims=True)
+    rows = weights / weights.sum(axis=1, keepdims=True)
+    rows[rows < FLOAT32_TINY] = 0.0
+    return rows
 
 
 def _float32_at_most(value: float) -> float:
