@@ -185,3 +185,19 @@ def test_parse_size_refuses(text: str) -> None:
 )
 def test_format_bytes(n: int, text: str) -> None:
     assert format_bytes(n) == text
+
+
+def test_a_recording_too_large_to_keep_is_refused_before_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """record() keeps every kept step's gradients, parameters and activations: 100,000 steps of a
+    100-100-10 network are ~35 GiB; refused before the first step, with what to change."""
+    from nnparity.trajectory import record
+
+    monkeypatch.setenv("NNPARITY_MEMORY_LIMIT", "8G")
+    spec = NetworkSpec((100, 100, 10), ("tanh", "identity"))
+    x, y = np.zeros((4, 100)), np.zeros((4, 10))
+    with pytest.raises(
+        NnparityError, match=r"recording it with 4 rows for 100,000 steps needs about 3[0-9]\.[0-9] GiB"
+    ):
+        record(spec, x, y, steps=100_000, backend="numpy")
+    with pytest.raises(NnparityError, match=r"Use fewer steps or a larger every \(--every"):
+        record(spec, x, y, steps=100_000, backend="numpy")

@@ -47,12 +47,19 @@ def parameter_count(spec: NetworkSpec) -> int:
     )
 
 
-def memory_needed(spec: NetworkSpec, rows: int, steps: int = 0) -> int:
+def memory_needed(spec: NetworkSpec, rows: int, steps: int = 0, recorded: int = 0) -> int:
     """About how many bytes verifying ``spec`` on a batch of ``rows`` rows for ``steps`` steps
-    allocates."""
+    allocates; with ``recorded``, recording that many steps' tensors (:func:`nnparity.trajectory.record`)."""
     units = sum(int(width) for width in spec.sizes)
     elements = PARAM_COPIES * parameter_count(spec) + ACTIVATION_COPIES * units * int(rows)
+    elements += _recording(spec, rows, recorded)
     return elements * spec.np_dtype.itemsize + LAYER_BYTES * spec.n_layers + STEP_BYTES * int(steps)
+
+
+def _recording(spec: NetworkSpec, rows: int, recorded: int) -> int:
+    """Elements a recording holds: each kept step's gradients, parameters and activations, twice
+    (the rows as they come, then stacked into one array)."""
+    return 2 * int(recorded) * (2 * parameter_count(spec) + int(rows) * sum(int(w) for w in spec.sizes[1:]))
 
 
 def memory_available() -> int | None:
@@ -70,10 +77,11 @@ def memory_available() -> int | None:
         return None
 
 
-def check_memory(spec: NetworkSpec, rows: int, steps: int = 0) -> None:
+def check_memory(spec: NetworkSpec, rows: int, steps: int = 0, recorded: int = 0) -> None:
     """Raise :class:`NnparityError` if verifying ``spec`` on ``rows`` rows for ``steps`` steps
-    would not fit in memory (``rows=0``: the parameters alone, before the data is known)."""
-    needed = memory_needed(spec, rows, steps)
+    (recording ``recorded`` of them) would not fit in memory (``rows=0``: the parameters alone,
+    before the data is known)."""
+    needed = memory_needed(spec, rows, steps, recorded)
     if needed < ALWAYS_FITS:
         return
     available = memory_available()
@@ -86,10 +94,13 @@ def check_memory(spec: NetworkSpec, rows: int, steps: int = 0) -> None:
         fixes.append("float32")
     if STEP_BYTES * steps > needed // 2:  # the trace: neither the widths nor the dtype matter
         fixes = ["fewer steps"]
+    if _recording(spec, rows, recorded) * spec.np_dtype.itemsize > needed // 2:
+        fixes = ["fewer steps", "a larger every (--every: fewer of them kept)"]
     advice = ", ".join(fixes[:-1]) + " or " + fixes[-1] if len(fixes) > 1 else fixes[0]
     raise NnparityError(
         f"The network {network_label(spec)} has {parameter_count(spec):,} parameters ({spec.dtype}); "
-        f"verifying it{_with_rows(rows)}{_for_steps(steps)} needs about {format_bytes(needed)}, "
+        f"{'recording' if recorded else 'verifying'} it{_with_rows(rows)}{_for_steps(steps)} needs about "
+        f"{format_bytes(needed)}, "
         f"but only {format_bytes(available)} is available. Use {advice}."
     )
 

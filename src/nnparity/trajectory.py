@@ -232,6 +232,7 @@ def record(
     """
     from nnparity.backend import backend_label, load_backend
     from nnparity.initialization import check_params, init_params
+    from nnparity.resources import check_memory
     from nnparity.verify import check_batch
 
     if not isinstance(spec, NetworkSpec):
@@ -240,6 +241,7 @@ def record(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise NnparityError(f"{name} must be a whole number >= 1; got {value!r}.")
     x, y = check_batch(spec, x, y)
+    check_memory(spec, x.shape[0], steps, recorded=-(-steps // every))
     if params is not None and init is not None:
         raise NnparityError(
             "Give record() the starting weights as params or as init=(scheme, seed), not both."
