@@ -281,8 +281,9 @@ def test_malformed_result_is_a_divergence_not_a_crash(name: str, mode: str) -> N
     assert math.isnan(d.candidate_value)
     assert math.isnan(d.reference_value)
     assert "cannot be compared" in str(d)
-    # The report still serialises.
+    # The report still serialises, with the run's tolerance (not NaN) on the divergence.
     assert '"ok": false' in report.to_json()
+    assert (d.rtol, d.atol) == (report.rtol, report.atol)
 
 
 @pytest.mark.parametrize("mode", MODES)

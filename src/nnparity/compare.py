@@ -16,6 +16,7 @@ so the first quantity out of tolerance names where the math first goes wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterable
@@ -156,6 +157,8 @@ class Comparator:
             bad = next(i for i, (c, r) in enumerate(zip(cands, refs)) if not within(c, r, self.tol).all())
             divergence = _numeric(step, keys[bad], cands[bad], refs[bad], self.tol)
             return StepComparison(found.abs_err[0], found.rel_err[0], divergence)
+        if broken is not None:  # the run's tolerance, as a numeric divergence carries it
+            broken = dataclasses.replace(broken, rtol=self.tol.rtol, atol=self.tol.atol)
         return StepComparison(found.abs_err[0], found.rel_err[0], broken)
 
     def compare_rows(self, layout: RowLayout, cands: np.ndarray, refs: np.ndarray) -> RowComparison:
