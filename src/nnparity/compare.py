@@ -468,8 +468,10 @@ def _numeric(step: int, key: Key, c: np.ndarray, r: np.ndarray, tol: Tolerance) 
     cv, rv = float(c.ravel()[flat]), float(r.ravel()[flat])
     abs_err = abs(cv - rv)
     # As the trace counts it: 0 for an exact match, inf for an infinite difference, NaN for NaN.
-    if math.isnan(abs_err) or abs_err == 0 or math.isinf(abs_err) or rv == 0:
-        rel_err = abs_err if math.isnan(abs_err) or abs_err == 0 else math.inf
+    if math.isnan(abs_err) or abs_err == 0:
+        rel_err = abs_err
+    elif math.isinf(abs_err) or rv == 0:
+        rel_err = math.inf
     else:
         rel_err = abs_err / abs(rv)
     c_finite, r_finite = bool(np.isfinite(c).all()), bool(np.isfinite(r).all())
