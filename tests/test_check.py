@@ -229,18 +229,22 @@ def test_verify_reruns_the_files_in_a_fresh_process(
 # --- a search that does not end in a plain finding ------------------------------------------------------
 
 
-class InterruptedOnThirdNetwork(NumpyBackend):
-    """Ctrl-C, as a user presses it, during the third network's run."""
+class Numbered(NumpyBackend):
+    """Knows which of its class's instances it is (``nth``, from 1; reset ``made`` to start over)."""
 
     made = 0
 
     def __init__(self, spec: NetworkSpec, params: list[LayerParams]) -> None:
         super().__init__(spec, params)
         type(self).made += 1
-        self.doomed = type(self).made == 3
+        self.nth = type(self).made
+
+
+class InterruptedOnThirdNetwork(Numbered):
+    """Ctrl-C, as a user presses it, during the third network's run."""
 
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
-        if self.doomed:
+        if self.nth == 3:
             raise KeyboardInterrupt
         return super().step(x, y)
 
@@ -262,19 +266,12 @@ def test_ctrl_c_ends_the_search_and_is_no_divergence(
     assert not list(tmp_path.iterdir())  # nothing to reproduce
 
 
-class WrongOnlyOnce(NumpyBackend):
+class WrongOnlyOnce(Numbered):
     """Wrong (the update's sign) in the first network it is built for, right ever after."""
-
-    made = 0
-
-    def __init__(self, spec: NetworkSpec, params: list[LayerParams]) -> None:
-        super().__init__(spec, params)
-        type(self).made += 1
-        self.wrong = type(self).made == 1
 
     def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
         result = super().step(x, y)
-        if not self.wrong:
+        if self.nth != 1:
             return result
         flipped = [p._replace(weight=-p.weight) for p in result.params]
         return result._replace(params=flipped)
