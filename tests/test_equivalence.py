@@ -241,3 +241,21 @@ def test_a_backend_agrees_with_itself_exactly() -> None:
     _assert_agrees(report)
     errors = report.trace.filter(like="_err")
     assert (errors == 0.0).all().all()
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS.values()), ids=list(OPTIMIZERS))
+def test_numpy_weights_stay_in_torch_s_memory_order(optimizer: SGD) -> None:
+    """NumpyBackend keeps each (fan_in, fan_out) weight and its gradient in Fortran order, torch's
+    (fan_out, fan_in) in memory, through every SGD option: the comparison then reads both sides in
+    order (compare.RowLayout.oriented)."""
+    from nnparity.numpy_backend import NumpyBackend
+
+    rng = np.random.default_rng(3002)
+    spec = NetworkSpec((5, 7, 3), ("tanh", "identity"), bias=True, optimizer=optimizer)
+    x, y = _inputs(rng, 5), _targets(rng, "mse", 3)
+    backend = NumpyBackend(spec, init_params(spec, seed=1))
+    for _ in range(3):
+        result = backend.step(x, y)
+        for layer in (*result.grads, *result.params):
+            assert layer.weight.flags.f_contiguous
+            assert not layer.weight.flags.c_contiguous

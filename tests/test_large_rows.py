@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from nnparity import SGD, NetworkSpec, StepResult, init_params, lockstep, verify
+from nnparity import SGD, LayerParams, NetworkSpec, StepResult, init_params, lockstep, verify
+from nnparity.compare import RowLayout
 from nnparity.numpy_backend import NumpyBackend
 from nnparity.worker import can_fork
 from test_misbehaving import KeepsReturnedArrays
@@ -16,10 +17,23 @@ from test_misbehaving import KeepsReturnedArrays
 SPEC = NetworkSpec((30, 40, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01, momentum=0.9))
 # Plain SGD: a run keeps one step before the current one, not two.
 PLAIN = NetworkSpec((30, 40, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01))
-# Over compare.BIG_ROW numbers a step: its rows hold weights (fan_in, fan_out), not as torch does.
+# Over compare.BIG_ROW numbers a step: its rows hold weights as the candidate does (RowLayout.oriented).
 WIDE = NetworkSpec((30, 90, 5), ("tanh", "identity"), bias=True, optimizer=SGD(0.01, momentum=0.9))
 RNG = np.random.default_rng(0)
 X, Y = RNG.uniform(-1, 1, (8, 30)), RNG.uniform(-1, 1, (8, 5))
+
+
+class NotebookOrder(NumpyBackend):
+    """The built-in backend's numbers with every weight in C order, (fan_in, fan_out) row by row in
+    memory, as a backend written like the notebook keeps them (NumpyBackend keeps torch's order)."""
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        result = super().step(x, y)
+
+        def c_order(layers: list[LayerParams]) -> list[LayerParams]:
+            return [LayerParams(np.ascontiguousarray(p.weight), p.bias) for p in layers]
+
+        return result._replace(grads=c_order(result.grads), params=c_order(result.params))
 
 
 class NudgedFromStep10(NumpyBackend):
@@ -103,9 +117,7 @@ def test_in_place_comparison_still_catches_returned_arrays_changed_later(
     ],
     ids=["free", "resync", "divergence", "keep-going", "update-divergence"],
 )
-@pytest.mark.parametrize(
-    "spec", [SPEC, WIDE, PLAIN], ids=["torch-order-rows", "transposed-rows", "plain-sgd"]
-)
+@pytest.mark.parametrize("spec", [SPEC, WIDE, PLAIN], ids=["small-rows", "wide-rows", "plain-sgd"])
 def test_in_place_comparison_against_a_worker_reports_what_rows_do(
     kwargs: dict[str, object], spec: NetworkSpec, monkeypatch: pytest.MonkeyPatch, workers: list[int]
 ) -> None:
@@ -140,3 +152,61 @@ def test_a_long_run_of_a_network_too_large_to_share_stays_in_one_process(
     report = verify(SPEC, X, Y, steps=40, params=init_params(SPEC, scheme="torch"))
     assert report.ok
     assert started == []
+
+
+def test_wide_rows_follow_the_order_of_the_candidate_s_weights() -> None:
+    params = init_params(WIDE, scheme="torch")
+    torch_kept, c_kept = NumpyBackend(WIDE, params).step(X, Y), NotebookOrder(WIDE, params).step(X, Y)
+    layout = RowLayout(WIDE, len(X), forward=True)
+    assert not layout.torch_order
+    assert layout.oriented(torch_kept).torch_order
+    assert layout.oriented(c_kept) is layout
+    assert layout.oriented(object()) is layout  # a malformed result: as it was
+    small = RowLayout(SPEC, len(X), forward=True)
+    assert small.torch_order
+    assert small.oriented(NotebookOrder(SPEC, init_params(SPEC, scheme="torch")).step(X, Y)) is small
+    for result in (torch_kept, c_kept):  # either way, a row gives back the numbers it was filled with
+        for oriented in (layout, layout.oriented(torch_kept)):
+            row = np.empty(oriented.width)
+            assert oriented.fill(result, row) is not None
+            back = oriented.unflatten(row)
+            for a, b in zip(back.grads + back.params, result.grads + result.params):
+                np.testing.assert_array_equal(a.weight, b.weight, strict=True)
+
+
+class NudgedInNotebookOrder(NotebookOrder):
+    steps = 0
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        result = super().step(x, y)
+        self.steps += 1
+        if self.steps > 10:
+            result.grads[0].weight[3, 7] *= 1.001
+        return result
+
+
+@pytest.mark.parametrize("where", ["rows", "in-place", "worker"])
+@pytest.mark.parametrize(
+    "pair",
+    [(NumpyBackend, NotebookOrder), (NudgedFromStep10, NudgedInNotebookOrder)],
+    ids=["agreeing", "nudged"],
+)
+def test_the_candidate_s_weight_order_changes_no_number_of_the_report(
+    where: str, pair: tuple[type, type], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows in torch's order for NumpyBackend's weights, (fan_in, fan_out) for a notebook-ordered
+    candidate with the same numbers: the same report, whichever way the run compares."""
+    if where == "worker":
+        if not can_fork():
+            pytest.skip("the worker needs fork and two cores")
+        monkeypatch.setattr(lockstep, "PARALLEL_MIN_SECONDS", 0.0)
+        monkeypatch.setattr(lockstep, "WARM_MIN_SECONDS", 0.0)
+    direct, parallel = where != "rows", where == "worker"
+    torch_kept, c_kept = (
+        _run(direct, monkeypatch, parallel=parallel, spec=WIDE, candidate=candidate, keep_going=True)
+        for candidate in pair
+    )
+    assert torch_kept.trace.equals(c_kept.trace)  # type: ignore[attr-defined]
+    assert len(torch_kept.trace) == 30  # type: ignore[attr-defined]
+    assert torch_kept.first_divergence == c_kept.first_divergence  # type: ignore[attr-defined]
+    assert (torch_kept.first_divergence is None) == (pair[0] is NumpyBackend)  # type: ignore[attr-defined]

@@ -304,15 +304,18 @@ class RowLayout:
     a result that does not fit goes through :meth:`Comparator.compare`, which says what is wrong
     with it. :meth:`unflatten` gives a row back as a :class:`StepResult` of views.
 
-    In a small row (``torch_order``) a weight is stored as torch holds it, ``(fan_out, fan_in)`` in
-    C order, so that the torch side writes its rows without a transposing copy
+    In torch's order (``torch_order``) a weight is stored as torch holds it, ``(fan_out, fan_in)``
+    in C order, so that the torch side writes its rows without a transposing copy
     (:meth:`TorchBackend.step_into`); :meth:`quantity` gives it back as the ``(fan_in, fan_out)``
-    view everything else uses. A large row keeps the ``(fan_in, fan_out)`` order: there a strided
-    copy of the candidate's big weights costs more than torch's transposes.
+    view everything else uses. Small rows are in torch's order; a large one is in the order of the
+    candidate's weights (:meth:`oriented`), since the side that reads them across pays for it:
+    torch's for :class:`~nnparity.numpy_backend.NumpyBackend`, ``(fan_in, fan_out)`` in C order
+    for a backend written as the notebook is.
     """
 
-    def __init__(self, spec: NetworkSpec, rows: int, forward: bool) -> None:
+    def __init__(self, spec: NetworkSpec, rows: int, forward: bool, torch_order: bool = False) -> None:
         self.spec = spec
+        self.rows = rows
         self.forward = forward
         self.keys = quantity_keys(spec, forward)
         dtype = spec.np_dtype
@@ -328,7 +331,7 @@ class RowLayout:
         self.shapes = shapes
         self.offsets = np.cumsum([0, *(math.prod(shape) for shape in shapes)])
         self.width = int(self.offsets[-1])
-        self.torch_order = self.width <= BIG_ROW
+        self.torch_order = torch_order or self.width <= BIG_ROW
         self._transposed = [self.torch_order and key.tensor == "weight" for key in self.keys]
         self.n_activations = spec.n_layers if forward else 0
         self.loss_at = int(self.offsets[self.n_activations])
@@ -337,6 +340,7 @@ class RowLayout:
         arrays = [i for i, shape in enumerate(shapes) if shape != ()]
         self._array_shapes = [shapes[i] for i in arrays]
         self._array_transposed = [self._transposed[i] for i in arrays]
+        self._array_weights = [self.keys[i].tensor == "weight" for i in arrays]
         self.array_stages = [STAGES.index(self.keys[i].stage) for i in arrays]
         self._array_lo = [int(self.offsets[i]) for i in arrays]
         self._array_hi = [int(self.offsets[i + 1]) for i in arrays]
@@ -349,6 +353,17 @@ class RowLayout:
         # Positions among the keys of each layer's gradient and update tensors, in layer order.
         self._grad_keys = [[self.keys.index(Key("gradient", l, t)) for t in names] for l in range(n)]  # noqa: E741
         self._param_keys = [[self.keys.index(Key("update", l, t)) for t in names] for l in range(n)]  # noqa: E741
+
+    def oriented(self, candidate: object) -> RowLayout:
+        """This layout in the order of the weights in ``candidate``'s step result: torch's if they
+        are all in Fortran order (``(fan_out, fan_in)`` in memory), else this one."""
+        arrays = self.fits(candidate)
+        if self.torch_order or arrays is None:
+            return self
+        flags = [a.flags for a, weight in zip(arrays, self._array_weights) if weight]  # type: ignore[attr-defined]
+        if not all(f.f_contiguous for f in flags) or all(f.c_contiguous for f in flags):
+            return self
+        return RowLayout(self.spec, self.rows, self.forward, torch_order=True)
 
     def arrays(self, result: object) -> list[object]:
         """The result's arrays in key order, the loss left out; raises on a malformed result."""
@@ -440,6 +455,8 @@ def _pieces(stage: int, c: np.ndarray, r: np.ndarray) -> list[tuple[int, np.ndar
     array cut into pieces of whole rows of about ``PIECE`` numbers."""
     if c.ndim == 0:
         return [(stage, c.reshape(1, 1), r.reshape(1, 1))]
+    if c.ndim == 2 and c.flags.f_contiguous and r.flags.f_contiguous:  # both in torch's order: read so
+        c, r = c.T, r.T
     rows = max(1, PIECE // (c[0].size if c.ndim > 1 else 1))
     return [(stage, c[None, a : a + rows], r[None, a : a + rows]) for a in range(0, len(c), rows)]
 

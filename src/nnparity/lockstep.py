@@ -78,10 +78,11 @@ PARALLEL_MAX_ROW_BYTES = 8 * 2**20  # beyond, a second model and shared rows cos
 # copied: the run keeps only the last steps' results (two, three with momentum, for the diagnosis)
 # beside the models. With a worker, the reference's results come in shared rows (DIRECT_RING of
 # them), against which the candidate's arrays are compared in place, never copied; beyond
-# PARALLEL_MAX_ROW_BYTES there is no worker. The rows hold weights (fan_in, fan_out), as the
-# candidate does: the worker's transposing copies cost it less than reading them across cost the
-# parent, which has the more to do (784-256-256-10, 100 steps: 460 -> 431 ms in float64, even in
-# float32, against rows in torch's order).
+# PARALLEL_MAX_ROW_BYTES there is no worker. The rows hold weights in the candidate's memory order
+# (RowLayout.oriented): reading a side's weights across costs more than comparing them, whichever
+# side pays (784-256-256-10, 100 steps, float64: the worker's transposing copies 0.35 ms a step;
+# NumpyBackend keeps torch's order, so neither side transposes: 5.0 -> 4.8 ms a step, float32
+# 2.8 -> 2.5).
 DIRECT_ROW_BYTES = BLOCK_BYTES // 2
 DIRECT_RING = 5  # the step compared, the two before it, and the one the worker runs ahead
 
@@ -292,6 +293,8 @@ class Lockstep:
             if self.layout is None:
                 self._start_layout(result)
             assert self.layout is not None
+            if step == 0 and side is self.cand:
+                self._orient(result)
             if self._direct:
                 returned = self.layout.fits(result)
                 side.kept[step] = result
@@ -333,6 +336,15 @@ class Lockstep:
         for side in (self.cand, self.ref):
             side.rows = np.empty((self._ring, layout.width), dtype=self.spec.np_dtype)
         self.layout = layout
+
+    def _orient(self, candidate: object) -> None:
+        """At the candidate's first step: the rows in the order of its weights (see
+        :meth:`RowLayout.oriented`), the reference's first row, if it has one, reordered."""
+        assert self.layout is not None
+        old, self.layout = self.layout, self.layout.oriented(candidate)
+        if self.layout is not old and self.ref.n and not self._direct:
+            row = self.ref.rows[0]
+            self.layout.fill(old.unflatten(row.copy()), row)
 
     def _result(self, side: _Side, step: int) -> StepResult:
         """One side's result of a recent step: what it returned, or a view of its row."""

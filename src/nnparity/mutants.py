@@ -233,7 +233,7 @@ CATALOG: dict[str, Mutant] = {
             "the momentum buffer starts at zero, so the first step is dampened",
             "momentum",
             Place(0, "update", 0, "weight"),
-            ("optim", "buf = g.copy()", "buf = (1.0 - opt.dampening) * g"),
+            ("optim", 'buf = g.copy(order="K")', "buf = (1.0 - opt.dampening) * g"),
         ),
         _mutant(
             "DampeningIgnored",

@@ -16,6 +16,11 @@ Every activation's derivative sits beside it in :mod:`nnparity.activations`, eve
 loss gradient in :mod:`nnparity.losses`, and the update in :mod:`nnparity.optim`.
 Products are ``numpy.dot``, as in the notebook (for 2-D arrays it rounds exactly as ``@``
 does, and costs less per call on small ones).
+
+A weight is the notebook's ``(fan_in, fan_out)`` array, kept in memory as torch keeps its own,
+``(fan_out, fan_in)`` row by row: in Fortran order. The arithmetic is the same (in float64 the
+same to the bit; BLAS reads a transposed operand without copying it), and the verifier then reads
+the two sides' weights and gradients in the same order, without a transposing copy on either side.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ class NumpyBackend:
     def set_params(self, params: Sequence[LayerParams]) -> None:
         """Replace the parameters (copied); the optimizer's momentum buffers are kept."""
         checked = check_params(self.spec, params)
-        self._weights = [p.weight for p in checked]
+        self._weights = [np.asfortranarray(p.weight) for p in checked]
         self._biases = [p.bias for p in checked]
 
     def _forward(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -92,7 +97,7 @@ class NumpyBackend:
             da_dz = self._acts[l].derivative(zs[l], outs[l + 1])
             dE_dz = dE_da * da_dz
             dz_dW = outs[l]
-            dE_dW[l] = np.dot(dz_dW.T, dE_dz)
+            dE_dW[l] = np.dot(dE_dz.T, dz_dW).T  # = dz_dW.T . dE_dz, laid out as W is
             if self._biases[l] is not None:
                 dE_db[l] = dE_dz.sum(axis=0)
             if l > 0:

@@ -83,7 +83,7 @@ def sgd_update(
                 g = g + opt.weight_decay * p
             if opt.momentum != 0.0:
                 if buf is None:
-                    buf = g.copy()
+                    buf = g.copy(order="K")  # in g's memory order (a weight's, see numpy_backend)
                 else:
                     buf = buf * opt.momentum + (1.0 - opt.dampening) * g
                 g = g + opt.momentum * buf if opt.nesterov else buf
