@@ -264,3 +264,36 @@ def test_the_workers_step_says_the_same_of_a_missing_gradient(torch_order: bool)
     row = torch.empty(RowLayout(DEEP, len(x), forward=True).width, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="torch produced no gradient for a parameter"):
         backend.step_into(x, y, row, torch_order)
+
+
+class WrongThenRaises(NumpyBackend):
+    """A wrong bias gradient from step 0; at step 7 its step() raises."""
+
+    steps = 0
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        self.steps += 1
+        if self.steps == 8:
+            raise ValueError("out of cheese")
+        result = super().step(x, y)
+        result.grads[0].weight[...] *= 1.5
+        return result
+
+
+@pytest.mark.parametrize("keep_going", [True, False])
+def test_a_keep_going_run_that_a_failure_ends_says_so(keep_going: bool) -> None:
+    x, y = _data(DEEP)
+    report = verify(DEEP, x, y, steps=20, candidate=WrongThenRaises, keep_going=keep_going)
+    assert report.first_divergence is not None
+    assert (report.first_divergence.step, report.first_divergence.stage) == (0, "gradient")
+    if not keep_going:  # the run ends at its first divergence: nothing else stopped it
+        assert report.stopped_by is None
+        assert report.steps_run == 1
+        return
+    assert report.steps_run == 7
+    assert report.divergent_steps == 7
+    stop = report.stopped_by
+    assert stop is not None
+    assert (stop.step, stop.stage, stop.verdict) == (7, "step", "candidate")
+    assert "; stopped at step 7: the candidate's step() raised ValueError: out of cheese" in report.summary()
+    assert json.loads(report.to_json())["stopped_by"]["step"] == 7

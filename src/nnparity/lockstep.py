@@ -133,6 +133,7 @@ class Lockstep:
         self.layout: RowLayout | None = None
         self.trace = _Trace(0)
         self.first: Divergence | None = None
+        self.stopped_by: Divergence | None = None  # a failure that ended a keep-going run after `first`
         self.divergent = 0
         self.interrupted = False
         self.seconds = {"candidate": 0.0, "reference": 0.0}
@@ -386,6 +387,8 @@ class Lockstep:
                 self.divergent += 1
                 counted = step
             if fatal or not self.keep_going:
+                if fatal and found is not self.first:
+                    self.stopped_by = found
                 # A step that raised is not kept; one compared before set_params() raised is.
                 last, over = (step - 1 if order < 0 else step), True
                 break

@@ -130,7 +130,9 @@ class Report:
     """The outcome of :func:`nnparity.verify`.
 
     ``trace`` has one row per step run: each side's loss and, per stage, the largest
-    absolute and relative error (NaN where a stage was not compared).
+    absolute and relative error (NaN where a stage was not compared). ``stopped_by`` is the
+    failure (a backend that raised) that ended a ``keep_going`` run early after an earlier
+    divergence, which stays ``first_divergence``.
     """
 
     ok: bool
@@ -140,6 +142,7 @@ class Report:
     steps: int = 0
     divergent_steps: int = 0
     interrupted: bool = False
+    stopped_by: Divergence | None = None
     mode: str = "free"
     candidate: str = "numpy"
     reference: str = "torch"
@@ -165,6 +168,8 @@ class Report:
             f" ({self.divergent_steps} of {self.steps_run} steps diverge)" if self.divergent_steps > 1 else ""
         )
         ended = f"; interrupted after {self.steps_run} of {self.steps} steps" if self.interrupted else ""
+        if self.stopped_by is not None:
+            ended += f"; stopped at step {self.stopped_by.step}: {self.stopped_by.message}"
         return head + f"DIVERGE{counted}{ended}.\n{self.first_divergence}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +183,7 @@ class Report:
             "steps_run": self.steps_run,
             "divergent_steps": self.divergent_steps,
             "interrupted": self.interrupted,
+            "stopped_by": None if self.stopped_by is None else self.stopped_by.to_dict(),
             "tolerance": {"rtol": self.rtol, "atol": self.atol},
             "spec": self.spec,
             "final_loss": None

@@ -91,6 +91,7 @@ def verify(
         steps=int(steps),
         divergent_steps=run.divergent,
         interrupted=run.interrupted,
+        stopped_by=run.stopped_by,
         mode=mode,
         candidate=backend_label(candidate),
         reference=backend_label(reference),
