@@ -376,7 +376,7 @@ BAD_CALLS = [
         Y,
         steps=1,
         reference="nosuchmodule:Cls",
-        fragment="Cannot import backend module 'nosuchmodule'",
+        fragment="Cannot find backend module 'nosuchmodule'",
         label="ref-no-module",
     ),
     # load_backend
@@ -387,7 +387,7 @@ BAD_CALLS = [
     e(
         load_backend,
         "nosuchmodule:Cls",
-        fragment="Cannot import backend module 'nosuchmodule' (ModuleNotFoundError",
+        fragment="Cannot find backend module 'nosuchmodule' (No module named",
         label="nosuchmodule",
     ),
     e(

@@ -244,6 +244,7 @@ CONFIG_CASES = [
 BACKEND_MODULES = {
     "nnparity_raises_on_import.py": "raise RuntimeError('no GPU here')\n",
     "nnparity_exits_on_import.py": "import sys\nsys.exit(3)\n",
+    "nnparity_needs_jax.py": "import jax_not_installed_xyz\n",
 }
 
 COMMAND_LINE_CASES = [
@@ -267,18 +268,32 @@ COMMAND_LINE_CASES = [
     bad(
         "candidate-no-module",
         ["verify", "--candidate", "nosuchmodule_xyz:Cls"],
-        "Cannot import backend module 'nosuchmodule_xyz' (ModuleNotFoundError",
+        "Cannot find backend module 'nosuchmodule_xyz' (No module named 'nosuchmodule_xyz'); check that "
+        "it is installed or on the Python path",
+    ),
+    bad(
+        "candidate-package-no-module",
+        ["verify", "--candidate", "nnparity.nosuchmodule_xyz:Cls"],
+        "Cannot find backend module 'nnparity.nosuchmodule_xyz'",
+    ),
+    bad(
+        "candidate-imports-what-is-missing",
+        ["verify", "--candidate", "nnparity_needs_jax:Backend"],
+        "Backend module 'nnparity_needs_jax' was found, but importing it failed (ModuleNotFoundError: "
+        "No module named 'jax_not_installed_xyz'); fix the module, or install what it imports.",
+        BACKEND_MODULES,
     ),
     bad(
         "candidate-raises-on-import",
         ["verify", "--candidate", "nnparity_raises_on_import:Backend"],
-        "Cannot import backend module 'nnparity_raises_on_import' (RuntimeError: no GPU here)",
+        "Backend module 'nnparity_raises_on_import' was found, but importing it failed "
+        "(RuntimeError: no GPU here)",
         BACKEND_MODULES,
     ),
     bad(
         "candidate-exits-on-import",
         ["verify", "--candidate", "nnparity_exits_on_import:Backend"],
-        "Cannot import backend module 'nnparity_exits_on_import' (SystemExit: 3)",
+        "Backend module 'nnparity_exits_on_import' was found, but importing it failed (SystemExit: 3)",
         BACKEND_MODULES,
     ),
     bad("candidate-no-class", ["verify", "--candidate", "nnparity:NotThere"], "has no class 'NotThere'"),

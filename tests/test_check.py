@@ -180,7 +180,7 @@ def test_same_seed_same_search() -> None:
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["nosuchmodule_xyz:Cls"], "Cannot import backend module 'nosuchmodule_xyz'"),
+        (["nosuchmodule_xyz:Cls"], "Cannot find backend module 'nosuchmodule_xyz'"),
         (["numpy", "--reference", "jax"], "Unknown backend 'jax'"),
         (["numpy", "--activations", "swish"], "unknown activations ['swish']"),
         (["numpy", "--losses", "bce", "--activations", "relu"], "needs the output activation sigmoid"),

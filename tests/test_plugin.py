@@ -153,7 +153,7 @@ def test_a_backend_that_cannot_be_loaded_fails_the_tests_with_the_reason(pyteste
     pytester.makepyfile("def test_backend(nnparity_backend):\n    pass\n")
     result = pytester.runpytest(*_plugin(), "--nnparity-backend", "no_such_module_xyz:Backend")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*--nnparity-backend: Cannot import backend module 'no_such_module_xyz'*"])
+    result.stdout.fnmatch_lines(["*--nnparity-backend: Cannot find backend module 'no_such_module_xyz'*"])
 
 
 def test_the_example_passes_the_suite_and_its_own_tests() -> None:

@@ -70,9 +70,15 @@ def load_backend(name_or_path: str | type) -> type[Backend]:
     try:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as exc:  # any failure importing a user's module is theirs to fix
+        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        if missing is not None and (module_name == missing or module_name.startswith(missing + ".")):
+            raise NnparityError(
+                f"Cannot find backend module {module_name!r} ({exc}); check that it is installed or "
+                "on the Python path (run from the directory that holds it, or set PYTHONPATH)."
+            ) from exc
         raise NnparityError(
-            f"Cannot import backend module {module_name!r} ({type(exc).__name__}: {exc}); "
-            "check that it is installed or on the Python path."
+            f"Backend module {module_name!r} was found, but importing it failed "
+            f"({type(exc).__name__}: {exc}); fix the module, or install what it imports."
         ) from exc
     cls: object = module
     for part in class_name.split("."):  # a class nested in another (its __qualname__, as labels have)
