@@ -18,9 +18,10 @@ Products are ``numpy.dot``, as in the notebook (for 2-D arrays it rounds exactly
 does, and costs less per call on small ones).
 
 A weight is the notebook's ``(fan_in, fan_out)`` array, kept in memory as torch keeps its own,
-``(fan_out, fan_in)`` row by row: in Fortran order. The arithmetic is the same (in float64 the
-same to the bit; BLAS reads a transposed operand without copying it), and the verifier then reads
-the two sides' weights and gradients in the same order, without a transposing copy on either side.
+``(fan_out, fan_in)`` row by row: in Fortran order. The math is the same (BLAS reads a transposed
+operand in place; its kernel for that order may round the last bit differently, as torch's and
+NumPy's kernels do), and the verifier then reads the two sides' weights and gradients in the same
+order, without a transposing copy on either side.
 """
 
 from __future__ import annotations
