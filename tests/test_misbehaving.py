@@ -297,3 +297,23 @@ def test_a_keep_going_run_that_a_failure_ends_says_so(keep_going: bool) -> None:
     assert (stop.step, stop.stage, stop.verdict) == (7, "step", "candidate")
     assert "; stopped at step 7: the candidate's step() raised ValueError: out of cheese" in report.summary()
     assert json.loads(report.to_json())["stopped_by"]["step"] == 7
+
+
+class ActivationsOnce(NumpyBackend):
+    """Activations as a one-pass iterator: a result the run must read only once."""
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> StepResult:
+        result = super().step(x, y)
+        return result._replace(activations=iter(result.activations))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [DEEP, NetworkSpec((30, 90, 5), ("tanh", "identity"), bias=True)],
+    ids=["small-rows", "wide-rows"],  # the wide one's rows take the candidate's weight order
+)
+def test_a_step_result_is_read_once(spec: NetworkSpec) -> None:
+    x, y = _data(spec)
+    once = verify(spec, x, y, steps=20, candidate=ActivationsOnce, parallel=False)
+    assert once.ok, once.summary()
+    assert once.trace.equals(verify(spec, x, y, steps=20, parallel=False).trace)

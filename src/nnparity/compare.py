@@ -340,7 +340,6 @@ class RowLayout:
         arrays = [i for i, shape in enumerate(shapes) if shape != ()]
         self._array_shapes = [shapes[i] for i in arrays]
         self._array_transposed = [self._transposed[i] for i in arrays]
-        self._array_weights = [self.keys[i].tensor == "weight" for i in arrays]
         self.array_stages = [STAGES.index(self.keys[i].stage) for i in arrays]
         self._array_lo = [int(self.offsets[i]) for i in arrays]
         self._array_hi = [int(self.offsets[i + 1]) for i in arrays]
@@ -357,10 +356,16 @@ class RowLayout:
     def oriented(self, candidate: object) -> RowLayout:
         """This layout in the order of the weights in ``candidate``'s step result: torch's if they
         are all in Fortran order (``(fan_out, fan_in)`` in memory), else this one."""
-        arrays = self.fits(candidate)
-        if self.torch_order or arrays is None:
+        if self.torch_order:
             return self
-        flags = [a.flags for a, weight in zip(arrays, self._array_weights) if weight]  # type: ignore[attr-defined]
+        # Only the weights are looked at: activations may be a one-pass iterable, read by fill().
+        grads, params = getattr(candidate, "grads", None), getattr(candidate, "params", None)
+        if not (isinstance(grads, (list, tuple)) and isinstance(params, (list, tuple))):
+            return self
+        weights = [getattr(layer, "weight", None) for layer in (*grads, *params)]
+        if not weights or not all(isinstance(w, np.ndarray) and w.ndim == 2 for w in weights):
+            return self
+        flags = [w.flags for w in weights]  # type: ignore[union-attr]
         if not all(f.f_contiguous for f in flags) or all(f.c_contiguous for f in flags):
             return self
         return RowLayout(self.spec, self.rows, self.forward, torch_order=True)
