@@ -449,6 +449,52 @@ def test_rounding_between_correct_backends_is_never_blamed(spec: NetworkSpec) ->
     assert "cannot tell" in found.hint
 
 
+def _float32_case(name: str) -> tuple[NetworkSpec, np.ndarray, np.ndarray, list[LayerParams]]:
+    """Two correct float32 backends whose difference at step 0 goes beyond the float32 tolerance
+    where a sum cancels (found by a search: each once blamed a correct side)."""
+    rng = np.random.default_rng({"sum-2048-rows": 0, "one-wide-row": 0, "forward": 2}[name])
+    if name == "sum-2048-rows":  # dE/dW summed over 2048 rows (mse, sum reduction)
+        spec = NetworkSpec((2, 1), ("identity",), loss="mse", reduction="sum", dtype="float32")
+        x, y = rng.standard_normal((2048, 2)), rng.standard_normal((2048, 1))
+    elif name == "one-wide-row":  # one row of large inputs: the residual's rounding, times |x|
+        spec = NetworkSpec((20, 10), ("identity",), loss="mse", dtype="float32")
+        x, y = 100 * rng.standard_normal((1, 20)), rng.standard_normal((1, 10))
+    else:  # an activation: 100 products of large inputs
+        spec = NetworkSpec((100, 10), ("identity",), loss="l1", dtype="float32")
+        x, y = 100 * rng.standard_normal((8, 100)), rng.standard_normal((8, 10))
+    seed = 2 if name == "forward" else 0
+    return spec, x.astype(np.float32), y.astype(np.float32), init_params(spec, seed=seed, scheme="torch")
+
+
+@pytest.mark.parametrize("name", ["sum-2048-rows", "one-wide-row", "forward"])
+def test_float32_rounding_where_sums_cancel_is_never_blamed(name: str) -> None:
+    spec, x, y, params = _float32_case(name)
+    report = verify(spec, x, y, steps=1, params=params)
+    d = report.first_divergence
+    assert d is not None, "the case no longer diverges: it tests nothing"
+    assert d.stage == ("forward" if name == "forward" else "gradient")
+    assert d.verdict == "undetermined", report.summary()
+    assert d.hint is not None
+    assert "how far a correct float32 computation lands from the exact value" in d.hint
+
+
+def test_the_rounding_allowance_follows_the_dtype_and_the_cancellation() -> None:
+    """oracle.rounding_spread: float64's is ~1e-9 of float32's; a sum that cancels gets more of it
+    than its value's size; the same inputs give the same spread."""
+    spec, x, y, params = _float32_case("sum-2048-rows")
+    units = {dtype: float(np.finfo(dtype).eps) / 2 for dtype in (np.float32, np.float64)}
+    wide = {
+        dtype: oracle.rounding_spread(spec, params, x, y, "gradient", 0, "weight", u)
+        for dtype, u in units.items()
+    }
+    np.testing.assert_allclose(wide[np.float64] / wide[np.float32], 2.0**-29, rtol=0.5)
+    value = oracle.gradient(spec, params, x, y, 0, "weight").value
+    u32 = float(np.finfo(np.float32).eps) / 2
+    assert (wide[np.float32] > 10 * u32 * np.abs(value)).all()  # far beyond the value's own rounding
+    again = oracle.rounding_spread(spec, params, x, y, "gradient", 0, "weight", u32)
+    np.testing.assert_array_equal(again, wide[np.float32])
+
+
 def test_a_relu_kink_is_undetermined() -> None:
     """relu'(0) is a convention (torch: 0); at z == 0 exactly the oracle must not take sides."""
     spec = NetworkSpec((2, 3, 1), ("relu", "identity"), bias=True)

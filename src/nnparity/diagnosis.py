@@ -8,9 +8,12 @@ documented formula applied to the side's own gradient. Each side is judged again
 its *own* starting weights (in a free run they differ by up to the tolerance).
 
 **Verdict.** A side agrees with the oracle at an element when it is within
-``TRUST x err + atol + rtol |oracle|``: ``err`` is the oracle's own error bound there, and the run's
-tolerance (``rtol``, ``atol``, from the dtype's table unless overridden) is what a correct side may be
-off by, as in the comparison itself. At the elements where the sides disagree, the verdict names the
+``TRUST x err + atol + rtol |oracle| + TRUST x rounding``: ``err`` is the oracle's own error bound
+there, the run's tolerance (``rtol``, ``atol``, from the dtype's table unless overridden) is what a
+correct side may be off by, as in the comparison itself, and ``rounding`` is how far a correct side
+computing in the run's dtype lands from the exact value where sums cancel, which can be far beyond
+the tolerance in float32 (:func:`nnparity.oracle.rounding_spread`; not for an update, which the
+oracle applies to each side's own gradient). At the elements where the sides disagree, the verdict names the
 side that is off where the other agrees, provided the other is never off; otherwise it is
 ``"undetermined"``: the oracle cannot resolve a difference this small, a kink (ReLU at 0, L1 at
 ``f == y``) makes the derivative a convention, or both sides are off. In a float64 run the oracle's
@@ -205,6 +208,7 @@ class _Case:
             same = s == "reference" and d.stage != "update" and _same(starts["candidate"], starts[s])
             estimates[s] = estimates["candidate"] if same else self._estimate(starts[s], results[s], s)
         self.sides = {s: _Side(s, values[s], starts[s], results[s], estimates[s]) for s in SIDES}
+        self.rounding = {s: self._rounding(starts[s]) for s in SIDES}
 
     # -- the oracle --
 
@@ -234,6 +238,16 @@ class _Case:
         return oracle.update(
             spec.optimizer, p, g, buf, dtype_eps=float(np.finfo(spec.np_dtype).eps), previous=prev
         )
+
+    def _rounding(self, start: list[LayerParams]) -> Array | float:
+        """How far a correct side computing from ``start`` in the run's dtype may land from the exact
+        value (0 for an update: the oracle applies it to the side's own gradient)."""
+        d = self.d
+        if d.stage == "update":
+            return 0.0
+        unit = float(np.finfo(self.spec.np_dtype).eps) / 2
+        layer = 0 if d.layer is None else d.layer
+        return oracle.rounding_spread(self.spec, start, self.x, self.y, d.stage, layer, d.tensor, unit)
 
     def _buffer(self, side: str, rule: Rule) -> tuple[Array | None, tuple[Array, Array] | None]:
         """The side's momentum buffer before this step under ``rule``, and the step it was read from."""
@@ -295,7 +309,7 @@ class _Case:
         """Where the side agrees with its oracle: within TRUST x the oracle's error plus the tolerance."""
         est = side.estimate
         with np.errstate(invalid="ignore"):
-            allowed = TRUST * est.err + self.atol + self.rtol * np.abs(est.value)
+            allowed = TRUST * (est.err + self.rounding[side.name]) + self.atol + self.rtol * np.abs(est.value)
             return np.abs(side.value - est.value) <= allowed
 
     def _verdict(self) -> tuple[str, str]:
@@ -327,6 +341,14 @@ class _Case:
             return "undetermined", f"The oracle could not recompute the {disputed} where the sides differ."
         gap = float(np.nanmax(np.abs(cand.value - ref.value)[usable]))
         bound = float(np.nanmax(ref.estimate.err[usable]))
+        rounding = float(np.nanmax(np.broadcast_to(self.rounding["reference"], usable.shape)[usable]))
+        if rounding > bound:
+            return "undetermined", (
+                f"The oracle cannot tell: the sides differ by {gap:.2g}, within how far a correct "
+                f"{self.spec.dtype} computation lands from the exact value here (up to {TRUST:g} x "
+                f"{rounding:.2g}, where sums cancel, plus the tolerance): a difference this small is "
+                "rounding."
+            )
         return "undetermined", (
             f"The oracle cannot tell: the sides differ by {gap:.2g}, within what {self.method} resolves "
             f"here ({TRUST:g} x {bound:.2g} plus the tolerance): a difference this small is rounding."

@@ -34,6 +34,14 @@ derivative is a convention (torch takes ``relu'(0) = 0``): the spread of the one
 **Forward pass and loss** are recomputed in float64 with a first-order rounding-error bound carried
 along (``n eps |a| @ |W|`` per product, propagated through each later layer by ``|W|`` and ``|f'|``).
 
+**A correct side's rounding.** The oracle's value is (nearly) exact; a correct backend working in the
+run's dtype lands some way off it, farther where a sum cancels. :func:`rounding_spread` measures how
+far, by Monte Carlo arithmetic: the step is recomputed in float64 a few times with every product
+``A @ B`` of ``n``-term sums moved by up to ``n u (|A| @ |B|)`` and every other operation by
+up to ``u`` of its value, at random (``u`` the dtype's unit roundoff, 6e-8 for float32), and the
+spread of the results, propagated through the layers, the loss and backpropagation as the real
+rounding is, is what a correct side may be off by (:mod:`nnparity.diagnosis` adds it to the allowance).
+
 **Update**: ``torch.optim.SGD``'s documented update, applied to each side's own reported gradient
 from the parameters it started the step with. Momentum buffers are not part of the ``Backend``
 interface, so the buffer after step ``t - 1`` is read back from that step's displacement: a step is
@@ -408,6 +416,131 @@ def gradient_at(
     g = backprop(spec, params, x, y)[0][layer]
     out = g.weight if tensor == "weight" else g.bias
     return np.asarray(out)
+
+
+# --- how far a correct side may land: Monte Carlo arithmetic at the run's precision ------------------
+
+ROUNDING_DRAWS = 4
+
+
+class _Noise:
+    """Rounding at unit roundoff ``unit``, drawn at random (or none, for the exact pass)."""
+
+    def __init__(self, unit: float, rng: np.random.Generator | None) -> None:
+        self.unit, self.rng = unit, rng
+
+    def _draw(self, shape: tuple[int, ...]) -> Array:
+        assert self.rng is not None
+        return self.rng.uniform(-1.0, 1.0, shape)
+
+    def op(self, a: Array) -> Array:
+        """One operation's result, rounded."""
+        return a if self.rng is None else a * (1.0 + self.unit * self._draw(a.shape))
+
+    def product(self, a: Array, b: Array) -> Array:
+        """``a @ b``, each element a sum of ``n`` terms, rounded by up to ``n u`` times the sum of
+        their sizes: the classic bound, which a plain running sum of like terms does reach (each
+        addition rounds the same way); a cancelling sum loses the most against its result."""
+        out = a @ b
+        if self.rng is None:
+            return out
+        n = a.shape[-1]
+        return out + n * self.unit * (np.abs(a) @ np.abs(b)) * self._draw(out.shape)
+
+    def total(self, a: Array) -> Array:
+        """``a`` summed over its rows (the first axis), rounded as :meth:`product` rounds."""
+        return self.product(np.ones((1, a.shape[0])), a.reshape(a.shape[0], -1)).reshape(a.shape[1:])
+
+
+# How torch's losses take dE/df (aten/src/ATen/native/Loss.cpp and friends), for rounding one step the
+# way a backend does; ``/ norm`` for the reduction follows. Not used for the oracle's own values.
+_EPSILON = 1e-12  # binary_cross_entropy_backward: (f - y) / max((1 - f) f, EPSILON)
+
+
+def _loss_backward(name: str, f: Array, y: Array) -> Array:
+    if name == "mse":
+        return 2.0 * (f - y)
+    if name == "l1":
+        return np.sign(f - y)
+    if name == "bce":
+        return (f - y) / np.maximum((1.0 - f) * f, _EPSILON)
+    if name == "bce_with_logits":
+        return _sigmoid(f) - y
+    if name == "cross_entropy":  # class-probability targets
+        e = np.exp(f - f.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True) * y.sum(axis=-1, keepdims=True) - y
+    raise ValueError(f"unknown loss {name!r}")
+
+
+# Rounding keeps an activation within its range (torch's sigmoid is never above 1).
+_RANGE = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
+def _step_value(
+    spec: NetworkSpec,
+    P: list[LayerParams],
+    x: Array,
+    y: Array,
+    stage: str,
+    layer: int,
+    tensor: str,
+    noise: _Noise,
+) -> Array:
+    """The disputed tensor of one step (an activation, the loss or a gradient), rounded by ``noise``."""
+    zs, outs = [], [x]
+    last = layer if stage == "forward" else spec.n_layers - 1
+    for p, act in zip(P[: last + 1], spec.activations):
+        z = noise.product(outs[-1], p.weight)
+        if p.bias is not None:
+            z = noise.op(z + p.bias)
+        zs.append(z)
+        a = noise.op(FORWARD[act](z))
+        outs.append(np.clip(a, *_RANGE[act]) if act in _RANGE else a)
+    if stage == "forward":
+        return outs[-1]
+    f = outs[-1]
+    if stage == "loss":
+        terms = noise.op(_loss_terms(spec.loss, f, y))
+        return noise.total(terms[:, None])[0] / _loss_norm(spec.loss, spec.reduction, f)
+    dE_da = noise.op(_loss_backward(spec.loss, f, y) / _loss_norm(spec.loss, spec.reduction, f))
+    for l in reversed(range(layer, spec.n_layers)):  # noqa: E741
+        act = spec.activations[l]
+        # torch (and the notebook) take these derivatives from the rounded output: near saturation
+        # 1 - a^2 and a (1 - a) keep only the rounding of a.
+        from_output = {"tanh": lambda a: 1.0 - a * a, "sigmoid": lambda a: a * (1.0 - a)}.get(act)
+        da_dz = DERIVATIVE[act](zs[l]) if from_output is None else from_output(outs[l + 1])
+        dE_dz = noise.op(dE_da * da_dz)
+        if l == layer:
+            return noise.product(outs[l].T, dE_dz) if tensor == "weight" else noise.total(dE_dz)
+        dE_da = noise.product(dE_dz, P[l].weight.T)
+    raise ValueError(f"no layer {layer}")
+
+
+def rounding_spread(
+    spec: NetworkSpec,
+    params: Sequence[LayerParams],
+    x: Array,
+    y: Array,
+    stage: str,
+    layer: int,
+    tensor: str,
+    unit: float,
+    draws: int = ROUNDING_DRAWS,
+) -> Array:
+    """How far a correct side computing at unit roundoff ``unit`` may land from the exact value of
+    the disputed tensor (``stage`` forward, loss or gradient): the largest change over ``draws``
+    randomly rounded recomputations (see the module docstring); fixed draws, so the same case
+    always gets the same answer."""
+    P = as_float64(params)
+    x, y = np.asarray(x, F64), np.asarray(y, F64)
+    with np.errstate(all="ignore"):
+        exact = _step_value(spec, P, x, y, stage, layer, tensor, _Noise(unit, None))
+        rng = np.random.default_rng(0)
+        spread = np.zeros_like(exact)
+        for _ in range(draws):
+            rounded = _step_value(spec, P, x, y, stage, layer, tensor, _Noise(unit, rng))
+            spread = np.fmax(spread, np.abs(rounded - exact))
+    return spread
 
 
 # --- the SGD update, as torch.optim.SGD documents it, and its common variants ----------------------
