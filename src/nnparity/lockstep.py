@@ -166,6 +166,8 @@ class Lockstep:
                 # The first block is one step (the layout comes from its result); the others start
                 # at multiples of the block size.
                 over = self._run_block(t, min(self._block - t % self._block, steps - t))
+                if self.last_step >= 1:  # the diagnosis reads the starting weights at steps 0 and 1 only
+                    self.start = []
                 if bar is not None:
                     bar.update(len(self.trace) - bar.n)
                 if over:
@@ -177,6 +179,13 @@ class Lockstep:
             self.interrupted = True
         finally:
             limits.close()
+            # The diagnosis is done: only the last step's results are still needed, for the final
+            # parameters, and the copies of those are made after the rest is let go (a large
+            # network's peak memory is here otherwise).
+            for side in (self.cand, self.ref):
+                side.kept = {s: r for s, r in side.kept.items() if s == self.last_step}
+                side.odd = {s: r for s, r in side.odd.items() if s == self.last_step}
+                side.returned = []
             # Read before the worker's rows are handed to the next run.
             self.final = self.final_params()
             if self._worker is not None:

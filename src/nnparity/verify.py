@@ -70,6 +70,7 @@ def verify(
     cand = _construct(candidate, spec, start, "candidate")
     ref = _construct(reference, spec, start, "reference")
     run = Lockstep(spec, x, y, start, cand, ref, Comparator(spec, tol), mode, keep_going, diagnosis)
+    del start  # the run lets it go after its first step
     run.parallel = parallel and can_fork() and os.environ.get("NNPARITY_PARALLEL", "1") != "0"
     bar = _progress_bar(steps) if progress else None
     try:
