@@ -13,8 +13,8 @@ there, the run's tolerance (``rtol``, ``atol``, from the dtype's table unless ov
 correct side may be off by, as in the comparison itself, and ``rounding`` is how far a correct side
 computing in the run's dtype lands from the exact value where sums cancel, which can be far beyond
 the tolerance in float32 (:func:`nnparity.oracle.rounding_spread`; not for an update, which the
-oracle applies to each side's own gradient). At the elements where the sides disagree, the verdict names the
-side that is off where the other agrees, provided the other is never off; otherwise it is
+oracle applies to each side's own gradient). At the elements where the sides disagree, the verdict
+names the side that is off where the other agrees, provided the other is never off; otherwise it is
 ``"undetermined"``: the oracle cannot resolve a difference this small, a kink (ReLU at 0, L1 at
 ``f == y``) makes the derivative a convention, or both sides are off. In a float64 run the oracle's
 ``err`` (~1e-12 of the loss's scale) resolves float32 rounding (6e-8) but not summation order
