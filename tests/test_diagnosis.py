@@ -670,6 +670,24 @@ def test_the_oracle_error_bound_holds_against_torch(activation: str, loss: str) 
     assert abs(torch_step.loss - float(value.value)) <= float(value.err)
 
 
+@pytest.mark.parametrize("z", [10.0, 20.0, 30.0, 36.0])
+def test_the_oracle_error_bound_holds_near_bce_saturation(z: float) -> None:
+    """Near f = sigmoid(z) = 1, log1p(-f) magnifies f's rounding by 1 / (1 - f): the bound must grow
+    with it (it was 2-13 times too small at z = 10-30, and 1e9 times at 36, where E is a flat
+    staircase of the rounding and the finite difference 0). The exact gradient is x.T (f - y) / rows,
+    f from the logits."""
+    spec = NetworkSpec((5, 1), ("sigmoid",), bias=True, loss="bce")
+    rng = np.random.default_rng(0)
+    W, b = rng.standard_normal((5, 1)), np.array([z])
+    x, y = 0.3 * rng.standard_normal((64, 5)), (rng.random((64, 1)) < 0.5).astype(float)
+    logits = x @ W + b
+    exact = x.T @ (np.exp(-np.logaddexp(0.0, -logits)) - y) / 64
+    est = oracle.gradient(spec, [LayerParams(W, b)], x, y, 0, "weight")
+    assert (np.abs(est.value - exact) <= est.err).all()
+    if z == 36.0:  # nothing can be told there: the bound is beyond the gradient itself
+        assert (est.err > np.abs(exact)).all()
+
+
 def test_a_large_tensor_is_sampled_and_still_diagnosed() -> None:
     """Beyond MAX_FD_ELEMENTS the oracle samples the worst elements and, for a square tensor, their
     transposes, so a transposed gradient is still recognised."""

@@ -16,6 +16,9 @@ the rounding error of one evaluation of ``E``). The bound reported beside each v
 
     err = |D4(h) - D4(2h)| + 2 u / h,           u = 4 eps sum(|loss terms|) / norm
 
+(for BCE, ``u`` also counts ``4 eps sum(y + (1 - y) f / (1 - f)) / norm``: near saturation ``log1p(-f)``
+magnifies the rounding of ``f`` by ``1 / (1 - f)``, and where ``f`` rounded to 1 the bound is infinite).
+
 The first term is about 15 times ``D4(h)``'s truncation error (Richardson's argument once more), the
 second bounds its rounding. Against torch's float64 autograd, for every activation and loss, the
 difference stays below a fifth of ``err``, and ``err`` is typically ~1e-12 of the loss's scale: the
@@ -256,6 +259,15 @@ def loss(spec: NetworkSpec, params: Sequence[LayerParams], x: Array, y: Array) -
 # --- gradients by finite differences -------------------------------------------------------------------
 
 
+def _bce_magnification(f: Array, y: Array) -> float:
+    """``sum |dE/df| |f|`` for BCE's terms: what an error of ``eps |f|`` in ``f`` costs ``E``, which
+    near saturation is far more than ``eps |E|`` (infinite where ``f`` rounded to 1: E is flat there,
+    a staircase of the rounding, and a finite difference of it means nothing)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = y + np.where(y < 1.0, (1.0 - y) * f / (1.0 - f), 0.0)  # y = 1: no log1p(-f) term
+    return float(cost.sum())
+
+
 def _pieces(spec: NetworkSpec, zs: list[Array], f: Array, y: Array, first: int) -> list[Array]:
     """Which side of every kink each value is on, from layer ``first`` to the loss."""
     out = [PIECES[act](z) for z, act in zip(zs, spec.activations[first:]) if act in PIECES]
@@ -284,6 +296,8 @@ class _Perturbed:
         self.base_pieces = _pieces(spec, zs[layer:], outs[-1], y, layer)
         # u: the rounding error of one evaluation of E
         self.u = ROUNDING * EPS * float(np.abs(_loss_terms(spec.loss, outs[-1], y)).sum()) / self.norm
+        if spec.loss == "bce":  # log f and log1p(-f) magnify f's own rounding (~eps f) by 1/f, 1/(1 - f)
+            self.u += ROUNDING * EPS * _bce_magnification(outs[-1], y) / self.norm
         width = max(spec.sizes[layer + 1 :])
         self.batch = max(1, self.MAX_BATCH_VALUES // (x.shape[0] * width))
 
