@@ -478,6 +478,29 @@ def test_float32_rounding_where_sums_cancel_is_never_blamed(name: str) -> None:
     assert "how far a correct float32 computation lands from the exact value" in d.hint
 
 
+def test_saturated_float32_derivatives_are_not_blamed_on_either_side() -> None:
+    """After a sum-reduced step, sigmoid and tanh saturate: 1 - a^2 and a (1 - a) are then only the
+    rounding of a, which numpy's and torch's float32 functions take to different sides of 1, over
+    256 rows. The correct numpy side was blamed (a helper's search) until the allowance moved a
+    transcendental's whole output one way, as a library's few-ulp bias does."""
+    spec = NetworkSpec(
+        (48, 80, 64, 32),
+        ("sigmoid", "tanh", "identity"),
+        bias=True,
+        reduction="sum",
+        optimizer=SGD(0.05),
+        dtype="float32",
+    )
+    rng = np.random.default_rng(243)
+    x, y = rng.normal(size=(256, 48)), rng.normal(scale=0.5, size=(256, 32))
+    params = init_params(spec, seed=243, scheme="torch")
+    report = verify(spec, x.astype(np.float32), y.astype(np.float32), steps=4, params=params, mode="resync")
+    d = report.first_divergence
+    assert d is not None, "the case no longer diverges: it tests nothing"
+    assert (d.step, d.stage, d.layer) == (1, "gradient", 1)
+    assert d.verdict == "undetermined", report.summary()
+
+
 def test_the_rounding_allowance_follows_the_dtype_and_the_cancellation() -> None:
     """oracle.rounding_spread: float64's is ~1e-9 of float32's; a sum that cancels gets more of it
     than its value's size; the same inputs give the same spread."""

@@ -47,6 +47,9 @@ Array = np.ndarray
 VERDICTS = ("candidate", "reference", "undetermined")
 SIDES = ("candidate", "reference")
 MAX_FD_ELEMENTS = 256  # larger tensors: finite differences at a sample (worst elements first)
+# Where a side agrees only once its rounding is allowed for, the other must be this much further off
+# to be blamed: the rounding is an estimate (a helper's search: correct sides 3-6x apart there).
+ROUNDING_RATIO = 10.0
 
 
 @dataclass(frozen=True)
@@ -305,12 +308,23 @@ class _Case:
             self.method,
         )
 
-    def _ok(self, side: _Side) -> Array:
-        """Where the side agrees with its oracle: within TRUST x the oracle's error plus the tolerance."""
+    def _ok(self, side: _Side, rounding: bool = True) -> Array:
+        """Where the side agrees with its oracle: within TRUST x the oracle's error plus the tolerance,
+        and (``rounding``) TRUST x how far a correct side may land in the run's dtype."""
         est = side.estimate
+        spread = self.rounding[side.name] if rounding else 0.0
         with np.errstate(invalid="ignore"):
-            allowed = TRUST * (est.err + self.rounding[side.name]) + self.atol + self.rtol * np.abs(est.value)
+            allowed = TRUST * (est.err + spread) + self.atol + self.rtol * np.abs(est.value)
             return np.abs(side.value - est.value) <= allowed
+
+    def _clearly_off(self, side: _Side, other: _Side) -> Array:
+        """Where ``side`` is off while ``other`` agrees within the tolerance alone, or, where ``other``
+        needs the rounding allowance too (the estimate of that rounding then decides), off by
+        ROUNDING_RATIO times as much as ``other``."""
+        with np.errstate(invalid="ignore"):
+            off = np.abs(side.value - side.estimate.value)
+            other_off = np.abs(other.value - other.estimate.value)
+        return self._ok(other, rounding=False) | (off > ROUNDING_RATIO * other_off)
 
     def _verdict(self) -> tuple[str, str]:
         cand, ref = self.sides["candidate"], self.sides["reference"]
@@ -318,7 +332,10 @@ class _Case:
         for s in (cand, ref):
             usable &= s.estimate.known & np.isfinite(s.estimate.value) & np.isfinite(s.estimate.err)
         c_ok, r_ok = self._ok(cand), self._ok(ref)
-        blame = {"candidate": usable & ~c_ok & r_ok, "reference": usable & c_ok & ~r_ok}
+        blame = {
+            "candidate": usable & ~c_ok & r_ok & self._clearly_off(cand, ref),
+            "reference": usable & c_ok & ~r_ok & self._clearly_off(ref, cand),
+        }
         both = usable & ~c_ok & ~r_ok
         disputed = what(self.d)
         if both.any() or (blame["candidate"].any() and blame["reference"].any()):
@@ -330,6 +347,13 @@ class _Case:
         for side in SIDES:
             if blame[side].any():
                 return side, ""
+        if (usable & (c_ok != r_ok)).any():  # one side off, but not clearly (see _clearly_off)
+            return "undetermined", (
+                f"The oracle cannot tell: one side's {disputed} is off by more than the other's, but "
+                f"the other too is off by more than the tolerance, within how far a correct "
+                f"{self.spec.dtype} computation lands from the exact value here: both are as far off "
+                "as rounding takes them, by that estimate, and it cannot decide between them."
+            )
         kinks = usable & (cand.estimate.kink | ref.estimate.kink)
         if kinks.any():
             return "undetermined", (

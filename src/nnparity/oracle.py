@@ -40,8 +40,9 @@ along (``n eps |a| @ |W|`` per product, propagated through each later layer by `
 **A correct side's rounding.** The oracle's value is (nearly) exact; a correct backend working in the
 run's dtype lands some way off it, farther where a sum cancels. :func:`rounding_spread` measures how
 far, by Monte Carlo arithmetic: the step is recomputed in float64 a few times with every product
-``A @ B`` of ``n``-term sums moved by up to ``n u (|A| @ |B|)`` and every other operation by
-up to ``u`` of its value, at random (``u`` the dtype's unit roundoff, 6e-8 for float32), and the
+``A @ B`` of ``n``-term sums moved by up to ``n u (|A| @ |B|)``, each transcendental activation's
+output by ``4 u`` one way for the whole tensor (a library's few-ulp bias), and every other operation
+by up to ``u`` of its value, at random (``u`` the dtype's unit roundoff, 6e-8 for float32), and the
 spread of the results, propagated through the layers, the loss and backpropagation as the real
 rounding is, is what a correct side may be off by (:mod:`nnparity.diagnosis` adds it to the allowance).
 
@@ -451,6 +452,15 @@ class _Noise:
         """One operation's result, rounded."""
         return a if self.rng is None else a * (1.0 + self.unit * self._draw(a.shape))
 
+    def function(self, a: Array) -> Array:
+        """A transcendental activation's result (sigmoid, tanh, ...): libraries round these within a
+        few ulps, and one implementation tends to the same side throughout a tensor, so the whole
+        tensor moves by up to ``4 u`` one way (near saturation, ``1 - a^2`` and ``a (1 - a)`` keep only
+        that, summed over every row)."""
+        if self.rng is None:
+            return a
+        return a * (1.0 + 4.0 * self.unit * self.rng.choice((-1.0, 1.0)))
+
     def product(self, a: Array, b: Array) -> Array:
         """``a @ b``, each element a sum of ``n`` terms, rounded by up to ``n u`` times the sum of
         their sizes: the classic bound, which a plain running sum of like terms does reach (each
@@ -488,6 +498,7 @@ def _loss_backward(name: str, f: Array, y: Array) -> Array:
 
 # Rounding keeps an activation within its range (torch's sigmoid is never above 1).
 _RANGE = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+_TRANSCENDENTAL = ("sigmoid", "tanh", "softplus", "elu")
 
 
 def _step_value(
@@ -508,7 +519,7 @@ def _step_value(
         if p.bias is not None:
             z = noise.op(z + p.bias)
         zs.append(z)
-        a = noise.op(FORWARD[act](z))
+        a = noise.function(FORWARD[act](z)) if act in _TRANSCENDENTAL else noise.op(FORWARD[act](z))
         outs.append(np.clip(a, *_RANGE[act]) if act in _RANGE else a)
     if stage == "forward":
         return outs[-1]
