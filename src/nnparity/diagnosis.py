@@ -207,11 +207,16 @@ class _Case:
         starts = {s: oracle.as_float64(start[s]) for s in SIDES}
         self.elements = self._elements(c.shape, excess)
         estimates: dict[str, Estimate] = {}
+        self.rounding: dict[str, Array | float] = {}
         for s in SIDES:
-            same = s == "reference" and d.stage != "update" and _same(starts["candidate"], starts[s])
-            estimates[s] = estimates["candidate"] if same else self._estimate(starts[s], results[s], s)
+            # From the same starting weights (step 0, resync) the oracle's work is done once.
+            same = s == "reference" and _same(starts["candidate"], starts[s])
+            if same and d.stage != "update":  # an update's estimate also reads the side's own gradient
+                estimates[s] = estimates["candidate"]
+            else:
+                estimates[s] = self._estimate(starts[s], results[s], s)
+            self.rounding[s] = self.rounding["candidate"] if same else self._rounding(starts[s])
         self.sides = {s: _Side(s, values[s], starts[s], results[s], estimates[s]) for s in SIDES}
-        self.rounding = {s: self._rounding(starts[s]) for s in SIDES}
 
     # -- the oracle --
 

@@ -499,6 +499,12 @@ def _loss_backward(name: str, f: Array, y: Array) -> Array:
 # Rounding keeps an activation within its range (torch's sigmoid is never above 1).
 _RANGE = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 _TRANSCENDENTAL = ("sigmoid", "tanh", "softplus", "elu")
+# torch (and the notebook) take these derivatives from the rounded output: near saturation 1 - a^2
+# and a (1 - a) keep only the rounding of a.
+_DERIVATIVE_FROM_OUTPUT: dict[str, Callable[[Array], Array]] = {
+    "tanh": lambda a: 1.0 - a * a,
+    "sigmoid": lambda a: a * (1.0 - a),
+}
 
 
 def _step_value(
@@ -530,9 +536,7 @@ def _step_value(
     dE_da = noise.op(_loss_backward(spec.loss, f, y) / _loss_norm(spec.loss, spec.reduction, f))
     for l in reversed(range(layer, spec.n_layers)):  # noqa: E741
         act = spec.activations[l]
-        # torch (and the notebook) take these derivatives from the rounded output: near saturation
-        # 1 - a^2 and a (1 - a) keep only the rounding of a.
-        from_output = {"tanh": lambda a: 1.0 - a * a, "sigmoid": lambda a: a * (1.0 - a)}.get(act)
+        from_output = _DERIVATIVE_FROM_OUTPUT.get(act)
         da_dz = DERIVATIVE[act](zs[l]) if from_output is None else from_output(outs[l + 1])
         dE_dz = noise.op(dE_da * da_dz)
         if l == layer:
